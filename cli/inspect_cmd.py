@@ -1,0 +1,112 @@
+"""`hellopack inspect ARCHIVE`: what is inside, what it replaces, and whether it is intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hellopack.archive import ArchiveError, open_archive
+from hellopack.errors import HellopackError
+from hellopack.grid import contact_sheet
+from hellopack.summary import summarize
+
+from .errors import friendly_errors
+from .reporter import print_json
+
+stdout = Console()
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.2f} {unit}"
+        n /= 1000
+    return f"{n} B"  # unreachable
+
+
+def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
+    t = Table(title=f"hellopack archive  {s['path']}", show_header=False, title_justify="left")
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(overflow="fold")
+    d, im, b, lo = s["dataset"], s["images"], s["base"], s["lora"]
+    first = ", ".join(s["classes"]["first"])
+    more = s["classes"]["count"] - len(s["classes"]["first"])
+    t.add_row("dataset", f"{d.get('name')} ({d.get('recipe')}, {d.get('train_images')} source images)")
+    t.add_row("classes", f"{s['classes']['count']}: {first}" + (f", ... ({more} more)" if more > 0 else ""))
+    t.add_row("images", f"{im['count']} at IPC {im['ipc']}, {im['size']}x{im['size']} px, factor {im['factor']}, {im['format']}")
+    t.add_row("base model", f"open_clip {b['name']}" + (f" / {b['pretrained']}" if b.get("pretrained") else "")
+              + (" (custom weights: share them once)" if b.get("custom") else ""))
+    t.add_row("base fingerprint", b["fingerprint"])
+    t.add_row("LoRA", f"rank {lo['rank_encoder']} on {lo['encoder_targets']} convs + rank {lo['rank_head']} on the head, "
+              f"{lo['parameters']:,} stored parameters ({lo['dtype']})")
+    t.add_row("recipe", f"{s['recipe']['epochs']} epochs, {s['recipe']['optimizer']} lr {s['recipe']['lr']}, "
+              f"loss {s['recipe']['loss']} + {s['recipe']['beta']} CE")
+    fid = s.get("fidelity")
+    if fid:
+        t.add_row("fidelity", f"agreement {fid['agreement']:.1%} with teachers, KL {fid['kl']:.3f}, "
+                  f"projector top-1 {fid['projector_top1']:.1%} on {fid['images']} held-out images")
+    t.add_row("format", f"v{s['format_version'][0]}.{s['format_version'][1]}, written by hellopack {s['tool'].get('version')}")
+    t.add_row("file size", human_bytes(s["file_bytes"]))
+    stdout.print(t)
+
+    mt = Table(title="members", title_justify="left")
+    for col in ("name", "stored", "size", "encoding", "sha256"):
+        mt.add_column(col, justify="right" if col in ("stored", "size") else "left")
+    for m in s["members"]:
+        mt.add_row(m["name"], human_bytes(m["stored_size"]), human_bytes(m["size"]), m["encoding"], m["sha256"][:16] + "…")
+    stdout.print(mt)
+
+    r = s["replaces"]
+    rt = Table(title="what it replaces", show_header=False, title_justify="left")
+    rt.add_column(style="bold")
+    rt.add_column(justify="right")
+    rt.add_row(f"stored soft labels ({r['epochs']} epochs x {r['images']:,} images x {r['classes']:,} classes x 2 B)",
+               human_bytes(r["soft_label_bytes"]))
+    rt.add_row(f"augmentation records ({r['aug_record_bytes_per_view']} B per view)", human_bytes(r["aug_record_bytes"]))
+    rt.add_row("heavy labels in total", human_bytes(r["total_bytes"]))
+    rt.add_row("this archive's label payload (LoRA + prompts)", human_bytes(r["payload_bytes"]))
+    rt.add_row("ratio", f"{r['ratio']:,.0f}x smaller")
+    stdout.print(rt)
+    if verified is not None:
+        stdout.print(f"[green]verified[/green]: {verified['members_checked']} members, "
+                     f"{verified['images_checked']} images decoded, every checksum matches")
+
+
+@friendly_errors
+def inspect(
+    archive: Path = typer.Argument(..., help="Path to a .hellopack archive."),
+    verify: bool = typer.Option(False, "--verify", help="Check every checksum and decode every image."),
+    as_json: bool = typer.Option(False, "--json", help="Print everything as JSON on stdout."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="Write a contact sheet PNG (one row per class)."),
+) -> None:
+    """Show what an archive holds and how much label storage it replaces.
+
+    Example: hellopack inspect in1k-ipc10.hellopack --verify --grid sheet.png
+    """
+    if not archive.is_file():
+        raise HellopackError(f"archive '{archive}' does not exist; check the path")
+    try:
+        a = open_archive(archive)
+        verified = None
+        if verify:
+            rep = a.verify(decode_images=True)
+            verified = {"members_checked": rep.members_checked, "images_checked": rep.images_checked}
+        s = summarize(a)
+        if grid is not None:
+            contact_sheet(a, grid)
+    except ArchiveError as e:
+        raise HellopackError(f"{archive}: {e}") from None
+    if as_json:
+        if verified is not None:
+            s["verified"] = verified
+        if grid is not None:
+            s["grid"] = str(grid)
+        print_json(s)
+        return
+    _render(s, verified)
+    if grid is not None:
+        stdout.print(f"contact sheet written to {grid}")

@@ -1,0 +1,9 @@
+from .errors import fail
+
+
+def train() -> None:
+    """Not built yet.
+
+    Example: hellopack train
+    """
+    raise fail("train is not built yet")

@@ -1,0 +1,38 @@
+"""Progress reporting without a UI dependency.
+
+The library reports through a :class:`Reporter`; the CLI passes one that renders
+with rich, tests pass :data:`NULL` or a recording one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Stage:
+    """One long-running stage: call :meth:`advance` as work completes."""
+
+    def advance(self, n: int = 1, **metrics: Any) -> None:  # noqa: D401 - protocol
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Stage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Reporter:
+    """Base reporter: does nothing. Subclass to render or record."""
+
+    def stage(self, name: str, total: int | None = None, unit: str = "it") -> Stage:
+        return Stage()
+
+    def info(self, message: str) -> None:
+        pass
+
+
+NULL = Reporter()

@@ -1,0 +1,159 @@
+"""Regenerate the format v1 test vectors from spec/vectors/inputs/*.json.
+
+    python spec/vectors/make_vectors.py [OUT_DIR]     (default: this folder)
+
+Valid vectors are written by hellopack's ArchiveWriter from the inputs; malformed ones are
+byte surgery on valid-minimal.hellopack. Each malformed NAME.hellopack has NAME.error.txt,
+the exact one-line ArchiveError that ``open_archive(path).verify()`` must raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import zstandard
+
+from hellopack.archive import ArchiveError, ArchiveWriter, canonical_json, encode_lora, open_archive
+
+HERE = Path(__file__).resolve().parent
+INPUTS = HERE / "inputs"
+VALID = ("valid-minimal", "valid-int8")
+
+
+def load_inputs(name: str) -> dict:
+    return json.loads((INPUTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def write_from_inputs(doc: dict, path: Path) -> Path:
+    """Write the archive an inputs document describes (see inputs/*.json)."""
+    tensors = {n: np.asarray(t["values"], dtype=np.float32).reshape(t["shape"])
+               for n, t in doc["lora"]["tensors"].items()}
+    with ArchiveWriter(doc["manifest"], doc["tool_version"]) as w:
+        w.add_member("prompts.json", canonical_json(doc["prompts"]))
+        w.add_member("lora.safetensors", encode_lora(tensors, doc["lora"]["dtype"]))
+        for im in doc["images"]:
+            w.add_image(im["key"], im["cls"], bytes.fromhex(im["hex"]), im["ext"])
+        return w.write(path)
+
+
+def build_valid(name: str) -> bytes:
+    with tempfile.TemporaryDirectory() as d:
+        return write_from_inputs(load_inputs(name), Path(d) / "v.hellopack").read_bytes()
+
+
+# ---- byte surgery helpers ---------------------------------------------------------------------
+
+def split(blob: bytes) -> tuple[dict, dict[str, bytes]]:
+    """(manifest, stored bytes per member) of a valid archive."""
+    mlen = struct.unpack_from("<Q", blob, 16)[0]
+    manifest = json.loads(blob[56:56 + mlen])
+    data = blob[56 + mlen:]
+    return manifest, {m["name"]: data[m["offset"]:m["offset"] + m["stored_size"]] for m in manifest["members"]}
+
+
+def assemble(manifest: dict, stored: dict[str, bytes], *, major: int = 1, manifest_length: int | None = None) -> bytes:
+    """Lay members out in manifest order with fresh offsets, then sign the manifest."""
+    offset = 0
+    for m in manifest["members"]:
+        m["offset"], m["stored_size"] = offset, len(stored[m["name"]])
+        m["stored_sha256"] = hashlib.sha256(stored[m["name"]]).hexdigest()
+        offset += m["stored_size"]
+    manifest["format_version"] = [major, 0]
+    raw = canonical_json(manifest)
+    length = len(raw) if manifest_length is None else manifest_length
+    header = struct.pack("<8sHHIQ32s", b"HLLOPACK", major, 0, 0, length, hashlib.sha256(raw).digest())
+    return header + raw + b"".join(stored[m["name"]] for m in manifest["members"])
+
+
+def malformed(valid: bytes) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    m, stored = split(valid)
+    out["truncated"] = valid[: len(valid) - 7]
+    # Flip one byte in the middle of lora.safetensors' compressed payload.
+    lora = next(x for x in m["members"] if x["name"] == "lora.safetensors")
+    pos = 56 + len(canonical_json(m)) + lora["offset"] + lora["stored_size"] // 2
+    flipped = bytearray(valid)
+    flipped[pos] ^= 0x01
+    out["flipped-byte"] = bytes(flipped)
+    out["bad-magic"] = b"HLLOPACX" + valid[8:]
+    m2, s2 = split(valid)
+    out["unknown-major-version"] = assemble(m2, s2, major=2)
+    m3, s3 = split(valid)
+    m3["members"].append({"name": "../evil", "offset": 0, "stored_size": 0, "size": 0,
+                          "sha256": hashlib.sha256(b"").hexdigest(), "encoding": "none"})  # stored_sha256 filled in
+    s3["../evil"] = b""
+    out["path-traversal"] = assemble(m3, s3)
+    # The header claims a 9 MiB manifest; the file itself stays tiny.
+    out["oversized-manifest"] = valid[:16] + struct.pack("<Q", 9 * 1024**2) + valid[24:56] + b"{}"
+    m5, s5 = split(valid)
+    bomb = zstandard.ZstdCompressor(level=19, write_checksum=True).compress(b"\0" * (16 * 1024**2))
+    s5["prompts.json"] = bomb
+    next(x for x in m5["members"] if x["name"] == "prompts.json")["size"] = 100
+    out["decompression-bomb"] = assemble(m5, s5)
+    m6, s6 = split(valid)
+    next(x for x in m6["members"] if x["name"] == "prompts.json")["sha256"] = "0" * 64
+    out["checksum-mismatch"] = assemble(m6, s6)
+    m7, s7 = split(valid)
+    m7["members"] = [x for x in m7["members"] if x["name"] != "images.tar"]
+    out["missing-member"] = assemble(m7, s7)
+    return out
+
+
+# The exact error each malformed vector must produce (spec/FORMAT.md, "Defects").
+EXPECTED = {
+    "truncated": "images.tar: extends past the end of the file (needs 544 data bytes, file has 537); "
+                 "archive truncated",
+    "flipped-byte": "lora.safetensors: corrupt zstd data (archive damaged)",
+    "bad-magic": "header: bad magic (not a hellopack archive)",
+    "unknown-major-version": "header: format version 2.0 is not supported by this hellopack (reads 1.x); "
+                             "upgrade hellopack",
+    "path-traversal": 'manifest: member name "../evil" is not allowed (names match '
+                      "[A-Za-z0-9][A-Za-z0-9._-]{0,127}; no paths)",
+    "oversized-manifest": "header: manifest length 9437184 bytes exceeds the 8388608-byte limit",
+    "decompression-bomb": "prompts.json: zstd frame would decompress to 16777216 bytes, more than the "
+                          "declared 100 (decompression bomb)",
+    "checksum-mismatch": "prompts.json: sha256 mismatch (archive damaged)",
+    "missing-member": "images.tar: required member is missing from the manifest",
+}
+
+
+def error_of(path: Path) -> str:
+    try:
+        open_archive(path).verify()
+    except ArchiveError as e:
+        return str(e)
+    raise AssertionError(f"{path.name} did not fail")
+
+
+def build_all(out: Path) -> dict[str, bytes]:
+    """Write every vector into ``out``; returns {file name: bytes} of what was written."""
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = {}
+    for name in VALID:
+        blob = build_valid(name)
+        files[f"{name}.hellopack"] = blob
+        manifest, _ = split(blob)
+        files[f"{name}.manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False)
+                                          + "\n").encode("utf-8")
+    for name, blob in malformed(files["valid-minimal.hellopack"]).items():
+        files[f"{name}.hellopack"] = blob
+        (out / f"{name}.hellopack").write_bytes(blob)
+        got = error_of(out / f"{name}.hellopack")
+        if got != EXPECTED[name]:
+            raise AssertionError(f"{name}: reader says {got!r}, spec expects {EXPECTED[name]!r}")
+        files[f"{name}.error.txt"] = (got + "\n").encode("utf-8")
+    for fname, blob in files.items():
+        (out / fname).write_bytes(blob)
+    return files
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    for fname, blob in sorted(build_all(target).items()):
+        print(f"{len(blob):8d}  {fname}")

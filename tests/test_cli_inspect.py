@@ -1,0 +1,81 @@
+"""`hellopack inspect` on the spec's test vectors, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from hellopack_cli.app import app
+
+VECTORS = Path(__file__).resolve().parents[1] / "spec" / "vectors"
+GOOD = VECTORS / "valid-minimal.hellopack"
+BAD = sorted(p for p in VECTORS.glob("*.hellopack") if not p.name.startswith("valid-"))
+
+runner = CliRunner()
+
+
+def test_table_shows_what_is_inside():
+    r = runner.invoke(app, ["inspect", str(GOOD)])
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    for text in ("vector-minimal", "red checker", "blue stripe", "IPC 1", "4x4 px", "tiny-vector",
+                 "74 stored", "lora.safetensors", "images.tar", "what it replaces", "92x smaller"):
+        assert text in out, text
+
+
+def test_json_is_complete_and_parses():
+    r = runner.invoke(app, ["inspect", str(GOOD), "--json"])
+    assert r.exit_code == 0
+    s = json.loads(r.stdout)
+    assert s["classes"] == {"count": 2, "first": ["red checker", "blue stripe"]}
+    assert s["lora"]["parameters"] == 74
+    assert [m["name"] for m in s["members"]] == ["prompts.json", "lora.safetensors", "images.tar"]
+    # 300 epochs x 2 images x 2 classes x 2 B of logits + 300 x 2 x 41 B of augmentation records
+    assert s["replaces"]["soft_label_bytes"] == 2400
+    assert s["replaces"]["total_bytes"] == 2400 + 24600
+    assert s["replaces"]["payload_bytes"] == 85 + 210
+    assert s["manifest"]["format_version"] == [1, 0]
+
+
+def test_verify_passes_on_good():
+    r = runner.invoke(app, ["inspect", str(GOOD), "--verify", "--json"])
+    assert r.exit_code == 0
+    assert json.loads(r.stdout)["verified"] == {"members_checked": 3, "images_checked": 2}
+
+
+@pytest.mark.parametrize("vector", BAD, ids=lambda p: p.stem)
+def test_every_malformed_vector_exits_2_with_its_one_line(vector: Path):
+    expected = (vector.parent / (vector.stem + ".error.txt")).read_text().strip()
+    r = runner.invoke(app, ["inspect", str(vector), "--verify"])
+    assert r.exit_code == 2
+    assert r.stderr == f"hellopack: error: {vector}: {expected}\n"
+    assert r.stdout == ""
+
+
+def test_missing_archive():
+    r = runner.invoke(app, ["inspect", "no/such.hellopack"])
+    assert r.exit_code == 2
+    assert r.stderr == "hellopack: error: archive 'no/such.hellopack' does not exist; check the path\n"
+
+
+def test_grid_writes_one_row_per_class(tmp_path: Path):
+    out = tmp_path / "sheet.png"
+    r = runner.invoke(app, ["inspect", str(GOOD), "--grid", str(out)])
+    assert r.exit_code == 0, r.output
+    with Image.open(out) as im:
+        assert im.format == "PNG"
+        assert im.height == 2 * (96 + 2)  # two classes, one row each
+
+
+def test_grid_is_not_left_behind_when_archive_is_bad(tmp_path: Path):
+    bad = tmp_path / "bad.hellopack"
+    data = bytearray(GOOD.read_bytes())
+    bad.write_bytes(bytes(data[: len(data) - 40]))
+    r = runner.invoke(app, ["inspect", str(bad), "--grid", str(tmp_path / "sheet.png")])
+    assert r.exit_code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.hellopack"]

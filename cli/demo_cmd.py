@@ -1,9 +1,43 @@
-from .errors import fail
+"""`hellopack demo`: the whole pipeline offline on synthetic data (the README's first command)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import typer
+
+from hellopack.summary import human_bytes
+
+from .errors import friendly_errors
+from .reporter import make_reporter, print_json
 
 
-def demo() -> None:
-    """Not built yet.
+@friendly_errors
+def demo(
+    out: Path = typer.Option(Path("."), "--out", "-o", help="Where demo.hellopack and demo-run/ are written."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu (default: the demo is sized for it), auto, cuda."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+) -> None:
+    """Teach, build, inspect and train on synthetic shapes with a tiny offline CLIP: about a minute on a CPU.
 
-    Example: hellopack demo
+    Example: hellopack demo --out /tmp/hp-demo
     """
-    raise fail("demo is not built yet")
+    from hellopack.demo import DemoConfig, run_demo
+
+    out.mkdir(parents=True, exist_ok=True)
+    with make_reporter(quiet or as_json) as reporter:
+        res = run_demo(DemoConfig(out=str(out), seed=seed, device=device), reporter)
+    st = res["storage"]
+    if as_json:
+        print_json({**res, "storage": dataclasses.asdict(st)})
+        return
+    typer.echo(f"archive: {res['archive']}   (inspect it: hellopack inspect {res['archive']} --grid sheet.png)")
+    typer.echo(f"student {res['arch']} reached {res['student_top1']:.1%} top-1 on {res['val_images']} held-out "
+               f"synthetic images (chance {1 / res['classes']:.0%}; teacher {res['teacher_top1']:.1%})")
+    typer.echo(f"label storage: the archive's {human_bytes(st.payload_bytes)} of LoRA + prompts replace "
+               f"{human_bytes(st.total_bytes)} of stored soft labels for {st.epochs} epochs ({st.ratio:,.0f}x smaller)")
+    t = res["timings"]
+    typer.echo(f"time: teach {t['teach_s']:.0f} s, build {t['build_s']:.0f} s, train {t['train_s']:.0f} s")

@@ -12,20 +12,12 @@ from rich.table import Table
 from hellopack.archive import ArchiveError, open_archive
 from hellopack.errors import HellopackError
 from hellopack.grid import contact_sheet
-from hellopack.summary import summarize
+from hellopack.summary import human_bytes, summarize
 
 from .errors import friendly_errors
 from .reporter import print_json
 
 stdout = Console()
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.2f} {unit}"
-        n /= 1000
-    return f"{n} B"  # unreachable
 
 
 def _render(s: dict[str, Any], verified: Optional[dict]) -> None:

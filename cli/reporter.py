@@ -79,12 +79,18 @@ class RichReporter(Reporter):
 class QuietReporter(Reporter):
     """--quiet / --json: no bars; warnings still reach stderr."""
 
+    def __enter__(self) -> "QuietReporter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
     def info(self, message: str) -> None:
         if message.lower().startswith(("warning", "skipped")):
             print(message, file=sys.stderr)
 
 
-def make_reporter(quiet: bool) -> Reporter:
+def make_reporter(quiet: bool) -> RichReporter | QuietReporter:
     return QuietReporter() if quiet else RichReporter()
 
 

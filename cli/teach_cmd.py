@@ -1,9 +1,53 @@
-from .errors import fail
+"""`hellopack teach DATASET`: a weak-teacher trajectory for small data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import friendly_errors
+from .reporter import make_reporter, print_json
 
 
-def teach() -> None:
-    """Not built yet.
+@friendly_errors
+def teach(
+    dataset: str = typer.Argument(..., help="Dataset recipe: cifar10, cifar100, imagenet, folder, wds, synthetic."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the checkpoints and trajectory.json."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset location (see `build --help`)."),
+    arch: str = typer.Option("resnet18", "--arch", help="Teacher architecture (ResNets get a CIFAR stem on <= 64 px)."),
+    epochs: int = typer.Option(30, "--epochs"),
+    keep_every: int = typer.Option(3, "--keep-every", help="Keep every K-th epoch's checkpoint (and the last)."),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate [0.1 x batch / 256]."),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
+    image_size: Optional[int] = typer.Option(None, "--image-size"),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (wds recipe)."),
+    download: bool = typer.Option(False, "--download"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    workers: int = typer.Option(0, "--workers"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: bool = typer.Option(False, "--json", help="Print trajectory.json on stdout."),
+) -> None:
+    """Train a teacher trajectory (SGD, cosine, crop and flip), keeping every K-th checkpoint.
 
-    Example: hellopack teach
+    Example: hellopack teach cifar10 --data-dir ../shared/data/cifar10 --arch convnet --epochs 20 --keep-every 5 --out traj/
     """
-    raise fail("teach is not built yet")
+    from hellopack.build.teach import TeachConfig
+    from hellopack.build.teach import teach as run_teach
+
+    cfg = TeachConfig(
+        recipe=dataset, out=str(out), data_dir=data_dir, arch=arch, epochs=epochs, keep_every=keep_every,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, image_size=image_size,
+        classes_file=str(classes) if classes else None, download=download, seed=seed, device=device, workers=workers,
+    )
+    with make_reporter(quiet or as_json) as reporter:
+        traj = run_teach(cfg, reporter)
+    if as_json:
+        print_json(traj)
+        return
+    for c in traj["checkpoints"]:
+        typer.echo(f"epoch {c['epoch']:>4}  held-out top-1 {c['val_top1']:.2%}  {Path(out) / c['file']}")
+    typer.echo(f"use it with: hellopack build {dataset} --teachers-dir {out} ...")

@@ -1,9 +1,89 @@
-from .errors import fail
+"""`hellopack train ARCHIVE --arch ARCH`: a student trained with labels regenerated on the fly."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import friendly_errors
+from .reporter import make_reporter, print_json
+
+REC = "Recipe (defaults come from the archive)"
+LAB = "Labels"
+RUN = "Runtime and output"
 
 
-def train() -> None:
-    """Not built yet.
+@friendly_errors
+def train(
+    archive: str = typer.Argument(..., help="Archive path or http(s) URL (optionally ending in #sha256=HEX)."),
+    arch: str = typer.Option(..., "--arch", help="Student: any torchvision classifier, convnet, resnet18_cifar, ..."),
+    val: Optional[str] = typer.Option(None, "--val", help="Validation data: ImageFolder, shards, or RECIPE:PATH."),
+    val_recipe: Optional[str] = typer.Option(None, "--val-recipe", help="Force the recipe used to read --val."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder [ARCHIVE-ARCH]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", rich_help_panel=REC),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", rich_help_panel=REC),
+    lr: Optional[float] = typer.Option(None, "--lr", rich_help_panel=REC),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", rich_help_panel=REC),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw or sgd.", rich_help_panel=REC),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="cosine or constant.", rich_help_panel=REC),
+    loss: Optional[str] = typer.Option(None, "--loss", help="mse (+ beta CE) or kl (with --temperature).", rich_help_panel=REC),
+    beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the hard-label CE term.", rich_help_panel=REC),
+    temperature: Optional[float] = typer.Option(None, "--temperature", rich_help_panel=REC),
+    mix: Optional[str] = typer.Option(None, "--mix", help="cutmix, mixup or none.", rich_help_panel=REC),
+    patch_shuffle: Optional[bool] = typer.Option(None, "--patch-shuffle/--no-patch-shuffle", rich_help_panel=REC),
+    labels: str = typer.Option("projector", "--labels", help="projector, teacher (needs --teacher) or hard.", rich_help_panel=LAB),
+    teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for --labels teacher; repeatable.", rich_help_panel=LAB),
+    clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download.", rich_help_panel=LAB),
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
+    seeds: int = typer.Option(1, "--seeds", help="Train this many seeds; report mean and std.", rich_help_panel=RUN),
+    seed: int = typer.Option(0, "--seed", rich_help_panel=RUN),
+    eval_every: int = typer.Option(10, "--eval-every", help="Evaluate every K epochs (and at the end).", rich_help_panel=RUN),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint.", rich_help_panel=RUN),
+    workers: int = typer.Option(0, "--workers", rich_help_panel=RUN),
+    device: str = typer.Option("auto", "--device", rich_help_panel=RUN),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the student.", rich_help_panel=RUN),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where URL archives are cached.", rich_help_panel=RUN),
+    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=RUN),
+    as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout.", rich_help_panel=RUN),
+) -> None:
+    """Train a student from an archive; the projector labels every augmented batch.
 
-    Example: hellopack train
+    Example: hellopack train in1k-ipc10.hellopack --arch swin_v2_t --val /data/imagenet/val
     """
-    raise fail("train is not built yet")
+    from hellopack.train import TrainConfig
+    from hellopack.train import train as run_train
+
+    cfg = TrainConfig(
+        archive=archive, arch=arch, out=out, val=val, val_recipe=val_recipe, epochs=epochs, optimizer=optimizer,
+        lr=lr, weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, loss=loss, beta=beta,
+        temperature=temperature, mix=mix, patch_shuffle=patch_shuffle, labels=labels,
+        teacher=tuple(teacher) if teacher else None, seeds=seeds, seed=seed, eval_every=eval_every,
+        workers=workers, device=device, compile=compile, clip_weights=clip_weights,
+        allow_base_mismatch=allow_base_mismatch, resume=resume, cache_dir=cache_dir,
+    )
+    with make_reporter(quiet or as_json) as reporter:
+        result = run_train(cfg, reporter)
+    if as_json:
+        print_json(result)
+        return
+    _render(result)
+
+
+def _render(result: dict) -> None:
+    console = Console()
+    t = Table(title=f"{result.get('arch', '')} trained on {result.get('archive', '')}", title_justify="left")
+    for col in ("seed", "top-1", "top-5", "evaluated on"):
+        t.add_column(col)
+    for r in result.get("runs", [result]):
+        final = r.get("final", r)
+        t.add_row(str(r.get("seed", "")), f"{final.get('top1', float('nan')):.2%}", f"{final.get('top5', float('nan')):.2%}",
+                  str(final.get("on", result.get("evaluated_on", ""))))
+    console.print(t)
+    if "mean_top1" in result:
+        console.print(f"final-epoch top-1: {result['mean_top1']:.2%} +- {result.get('std_top1', 0.0):.2%} "
+                      f"over {len(result.get('runs', []))} seed(s)")
+    if result.get("out"):
+        console.print(f"metrics and checkpoints in {result['out']}")

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hellopack.archive import ArchiveError, open_archive
@@ -20,28 +21,42 @@ from .reporter import print_json
 stdout = Console()
 
 
+def _text(value: Any) -> str:
+    """Archive text shown as text: never rich markup, never a lone surrogate the terminal cannot encode."""
+    return escape(str(value).encode("utf-8", "replace").decode("utf-8"))
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) else "n/a"
+
+
 def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
     t = Table(title=f"hellopack archive  {s['path']}", show_header=False, title_justify="left")
     t.add_column(style="bold", no_wrap=True)
     t.add_column(overflow="fold")
     d, im, b, lo = s["dataset"], s["images"], s["base"], s["lora"]
-    first = ", ".join(s["classes"]["first"])
+    first = ", ".join(_text(n) for n in s["classes"]["first"])
     more = s["classes"]["count"] - len(s["classes"]["first"])
-    t.add_row("dataset", f"{d.get('name')} ({d.get('recipe')}, {d.get('train_images')} source images)")
+    t.add_row("dataset", _text(f"{d.get('name')} ({d.get('recipe')}, {d.get('train_images')} source images)"))
     t.add_row("classes", f"{s['classes']['count']}: {first}" + (f", ... ({more} more)" if more > 0 else ""))
-    t.add_row("images", f"{im['count']} at IPC {im['ipc']}, {im['size']}x{im['size']} px, factor {im['factor']}, {im['format']}")
-    t.add_row("base model", f"open_clip {b['name']}" + (f" / {b['pretrained']}" if b.get("pretrained") else "")
+    t.add_row("images", f"{im['count']} at IPC {im['ipc']}, {im['size']}x{im['size']} px, factor {im['factor']}, {_text(im['format'])}")
+    t.add_row("base model", _text(f"open_clip {b['name']}" + (f" / {b['pretrained']}" if b.get("pretrained") else ""))
               + (" (custom weights: share them once)" if b.get("custom") else ""))
     t.add_row("base fingerprint", b["fingerprint"])
     t.add_row("LoRA", f"rank {lo['rank_encoder']} on {lo['encoder_targets']} convs + rank {lo['rank_head']} on the head, "
               f"{lo['parameters']:,} stored parameters ({lo['dtype']})")
-    t.add_row("recipe", f"{s['recipe']['epochs']} epochs, {s['recipe']['optimizer']} lr {s['recipe']['lr']}, "
-              f"loss {s['recipe']['loss']} + {s['recipe']['beta']} CE")
+    r = s["recipe"]
+    t.add_row("recipe", _text(f"{r.get('epochs')} epochs, {r.get('optimizer')} lr {r.get('lr')}, "
+                              f"loss {r.get('loss')} + {r.get('beta')} CE"))
     fid = s.get("fidelity")
-    if fid:
-        t.add_row("fidelity", f"agreement {fid['agreement']:.1%} with teachers, KL {fid['kl']:.3f}, "
-                  f"projector top-1 {fid['projector_top1']:.1%} on {fid['images']} held-out images")
-    t.add_row("format", f"v{s['format_version'][0]}.{s['format_version'][1]}, written by hellopack {s['tool'].get('version')}")
+    if isinstance(fid, dict) and fid:
+        kl = fid.get("kl")
+        parts = [f"agreement {_pct(fid.get('agreement'))} with teachers"]
+        if isinstance(kl, (int, float)):
+            parts.append(f"KL {kl:.3f}")
+        parts.append(f"projector top-1 {_pct(fid.get('projector_top1'))} on {_text(fid.get('images', '?'))} held-out images")
+        t.add_row("fidelity", ", ".join(parts))
+    t.add_row("format", _text(f"v{s['format_version'][0]}.{s['format_version'][1]}, written by hellopack {s['tool'].get('version')}"))
     t.add_row("file size", human_bytes(s["file_bytes"]))
     stdout.print(t)
 
@@ -49,7 +64,7 @@ def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
     for col in ("name", "stored", "size", "encoding", "sha256"):
         mt.add_column(col, justify="right" if col in ("stored", "size") else "left")
     for m in s["members"]:
-        mt.add_row(m["name"], human_bytes(m["stored_size"]), human_bytes(m["size"]), m["encoding"], m["sha256"][:16] + "…")
+        mt.add_row(_text(m["name"]), human_bytes(m["stored_size"]), human_bytes(m["size"]), m["encoding"], m["sha256"][:16] + "…")
     stdout.print(mt)
 
     r = s["replaces"]

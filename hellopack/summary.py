@@ -42,3 +42,22 @@ def summarize(archive: Archive) -> dict[str, Any]:
         "replaces": {**asdict(storage), "aug_record_bytes_per_view": AUG_RECORD_BYTES},
         "manifest": m,
     }
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.2f} {unit}"
+        n /= 1000
+    return f"{n:,.2f} TB"
+
+
+def summary_line(path: str | os.PathLike) -> str:
+    """One line after a build: what was written and what it replaces."""
+    from hellopack.archive import open_archive
+
+    m = open_archive(path).manifest
+    st = label_storage(m)
+    return (f"wrote {path}: {m['images']['count']} images ({len(m['classes'])} classes, IPC {m['images']['ipc']}), "
+            f"label payload {human_bytes(st.payload_bytes)} replaces {human_bytes(st.total_bytes)} of stored soft labels "
+            f"({st.ratio:,.0f}x smaller)")

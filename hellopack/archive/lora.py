@@ -15,6 +15,12 @@ _F16_MAX = float(np.finfo(np.float16).max)
 _F16_TINY = float(np.finfo(np.float16).smallest_subnormal)
 
 
+def _shown(name: str) -> str:
+    """A tensor or target name from the archive, escaped and cut, so an error stays one short line."""
+    s = repr(name)[1:-1]
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
 def _quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows = x.reshape(x.shape[0], -1).astype(np.float64)
     amax = np.abs(rows).max(axis=1) if rows.shape[1] else np.zeros(rows.shape[0])
@@ -72,22 +78,27 @@ def decode_lora(data: bytes) -> dict[str, np.ndarray]:
     for name in sorted(raw):
         if name.endswith(SCALE_SUFFIX):
             if dtype != "int8" or name[: -len(SCALE_SUFFIX)] not in raw:
-                raise ArchiveError(LORA, f"tensor {name!r} is a scale without its int8 tensor")
+                raise ArchiveError(LORA, f"tensor '{_shown(name)}' is a scale without its int8 tensor")
             continue
         t = raw[name]
         if dtype == "fp16":
             if t.dtype != np.float16:
-                raise ArchiveError(LORA, f"tensor {name!r} is {t.dtype}, dtype fp16 requires float16")
+                raise ArchiveError(LORA, f"tensor '{_shown(name)}' is {t.dtype}, dtype fp16 requires float16")
             f = t.astype(np.float32)
         else:
             scale = raw.get(name + SCALE_SUFFIX)
-            if t.dtype != np.int8 or t.ndim == 0:
-                raise ArchiveError(LORA, f"tensor {name!r} is {t.dtype}, dtype int8 requires int8")
+            if t.dtype != np.int8:
+                raise ArchiveError(LORA, f"tensor '{_shown(name)}' is {t.dtype}, dtype int8 requires int8")
+            if t.ndim == 0:
+                raise ArchiveError(LORA, f"tensor '{_shown(name)}' is a scalar, int8 tensors need a row dimension")
             if scale is None or scale.dtype != np.float16 or scale.shape != (t.shape[0],):
-                raise ArchiveError(LORA, f"tensor {name!r} lacks a float16 scale of shape [{t.shape[0]}]")
-            f = (t.reshape(t.shape[0], -1).astype(np.float32) * scale.astype(np.float32)[:, None]).reshape(t.shape)
+                raise ArchiveError(LORA, f"tensor '{_shown(name)}' lacks a float16 scale of shape [{t.shape[0]}]")
+            # Broadcast the scale over each row (a reshape to [rows, -1] fails on zero rows); NaN/Inf
+            # (Inf x 0) is reported just below, so numpy must not also print a warning.
+            with np.errstate(invalid="ignore", over="ignore"):
+                f = t.astype(np.float32) * scale.astype(np.float32).reshape((-1,) + (1,) * (t.ndim - 1))
         if not np.isfinite(f).all():
-            raise ArchiveError(LORA, f"tensor {name!r} holds NaN or Inf")
+            raise ArchiveError(LORA, f"tensor '{_shown(name)}' holds NaN or Inf")
         out[name] = f
     return out
 
@@ -100,11 +111,12 @@ def check_lora_layout(tensors: Mapping[str, np.ndarray], lora_manifest: Mapping[
         n, r = t["name"], t["rank"]
         a, b = tensors.get(f"{n}.lora_A"), tensors.get(f"{n}.lora_B")
         if a is None or b is None:
-            raise ArchiveError(LORA, f"target {n!r} lacks {n}.lora_A or {n}.lora_B")
+            raise ArchiveError(LORA, f"target '{_shown(n)}' lacks {_shown(n)}.lora_A or {_shown(n)}.lora_B")
         if a.ndim < 2 or b.ndim < 2 or a.shape[0] != r or b.shape[1] != r:
-            raise ArchiveError(LORA, f"target {n!r}: shapes {list(a.shape)}/{list(b.shape)} do not match rank {r}")
+            raise ArchiveError(LORA, f"target '{_shown(n)}': shapes {list(a.shape)}/{list(b.shape)} do not match "
+                                     f"rank {r}")
         if a.shape[1] != t["in_features"] or b.shape[0] != t["out_features"]:
-            raise ArchiveError(LORA, f"target {n!r}: shapes {list(a.shape)}/{list(b.shape)} do not match "
+            raise ArchiveError(LORA, f"target '{_shown(n)}': shapes {list(a.shape)}/{list(b.shape)} do not match "
                                      f"in_features {t['in_features']}, out_features {t['out_features']}")
         total += a.size + b.size
     if total != lora_manifest["parameters"]:

@@ -111,9 +111,7 @@ class Archive:
                 self.read_lora()
             elif info.name == PROMPTS:
                 self.read_prompts()
-            elif info.size <= MAX_READ_MEMBER_BYTES:
-                self.read_member(info.name)
-            else:
+            else:  # unknown member: only its size and hashes matter, so stream it (memory stays flat)
                 with self.open_member(info.name) as r:
                     r.drain()
             checked += 1

@@ -110,11 +110,17 @@ class ConvNet(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-def _convnet(num_classes: int, image_size: int) -> tuple[nn.Module, int | None]:
-    return ConvNet(num_classes, image_size), None
+def _convnet(width: int) -> Builder:
+    def build(num_classes: int, image_size: int) -> tuple[nn.Module, int | None]:
+        return ConvNet(num_classes, image_size, width=width), None
+
+    return build
 
 
-STUDENTS.add("convnet", _convnet)
+STUDENTS.add("convnet", _convnet(128))
+# Narrower ConvNets (the DC benchmark's ConvNetW32/W64): cheap teachers for CPU runs and the demo.
+STUDENTS.add("convnet_w32", _convnet(32))
+STUDENTS.add("convnet_w64", _convnet(64))
 
 
 # ---- CIFAR-stem ResNets ----------------------------------------------------------------

@@ -1,0 +1,290 @@
+"""The resolved build configuration: defaults, a TOML loader, validation and its manifest form.
+
+``BuildConfig.from_sources(toml_path, overrides)`` is what the CLI calls: the file gives
+values, flags (``overrides``, ``None`` meaning "not given") win, unknown keys are refused
+with close matches. Field-local checks run on construction; checks that need the data
+(factor dividing the image size, class counts) run in the pipeline after the data scan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from hellopack.errors import HellopackError
+
+LORA_DTYPES = ("fp16", "int8")
+TRAIN_LOSSES = ("mse", "kl")
+TRAIN_MIXES = ("cutmix", "mixup", "none")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    # --- what to distill, where to write
+    recipe: str
+    out: str
+    data_dir: str | None = None
+    workdir: str | None = None  # default: "<out without suffix>.work" beside the archive
+    classes_file: str | None = None
+    download: bool = False
+    synthetic: Any = None  # a hellopack.data SyntheticConfig or a mapping of its fields
+    max_bad_fraction: float = 0.01
+    allow_short: bool = False
+    # --- distilled images
+    ipc: int = 10
+    factor: int | None = None  # default: 2 when the image size is >= 128, else 1
+    image_size: int | None = None  # default: the source's natural size
+    # --- weak teachers
+    teachers: tuple[str, ...] = ()
+    teachers_dir: str | None = None
+    # --- projector
+    base: str = "RN50"
+    pretrained: str | None = "openai"
+    clip_weights: str | None = None
+    templates: str = "openai"
+    rank_encoder: int = 8
+    rank_head: int | None = None  # default: 64 up to 100 classes, 128 above
+    alpha: float | None = None  # default: alpha = rank (scaling 1)
+    lora_dtype: str = "fp16"
+    # --- projector fit: MSE(proj, mean teacher logits) + lam * CE
+    fit_epochs: int = 10
+    fit_lr: float = 1e-3
+    fit_weight_decay: float = 0.01
+    fit_batch_size: int = 128
+    fit_checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
+    lam: float = 0.1
+    val_fraction: float = 0.02  # held out for the fidelity report when there is no test split
+    # --- RDED initialisation
+    n_real: int = 300
+    m_crops: int = 5
+    # RDED's default and torchvision's: small crops give object parts, the CE filter drops the uninformative ones.
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    # --- image update
+    update: bool = True
+    update_steps: int = 100
+    update_lr: float = 0.01
+    # --- runtime
+    eval_batch_size: int = 128  # crop scoring, image update and fidelity batches
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    # --- the training recipe written into the manifest for `hellopack train`
+    train_epochs: int = 300
+    train_optimizer: str = "adamw"
+    train_lr: float = 1e-3
+    train_weight_decay: float = 0.01
+    train_schedule: str = "cosine"
+    train_batch_size: int | None = None  # default: from the image count (see resolved_train_batch_size)
+    train_loss: str = "mse"
+    train_beta: float = 0.1
+    train_temperature: float = 20.0
+    train_mix: str = "cutmix"
+    train_patch_shuffle: bool | None = None  # default: factor > 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.teachers, (list, str)):
+            object.__setattr__(self, "teachers", (self.teachers,) if isinstance(self.teachers, str) else tuple(self.teachers))
+        if isinstance(self.pretrained, str) and self.pretrained.lower() in ("none", ""):
+            object.__setattr__(self, "pretrained", None)  # the flag's spelling of "no tag" (random init / own weights)
+        if isinstance(self.crop_scale, list):
+            object.__setattr__(self, "crop_scale", tuple(self.crop_scale))
+        _validate(self)
+
+    # ---- construction -------------------------------------------------------------
+    @classmethod
+    def from_sources(cls, toml_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> "BuildConfig":
+        """Values from ``toml_path`` (if any), then ``overrides`` (flags; ``None`` = not given)."""
+        values: dict[str, Any] = load_toml(toml_path) if toml_path is not None else {}
+        for key, value in (overrides or {}).items():
+            if value is None:
+                continue
+            name = key.replace("-", "_")
+            if name not in _FIELDS:
+                raise _unknown_key(key, "flag overrides")
+            values[name] = _coerce(name, value, "flag")
+        for required in ("recipe", "out"):
+            if required not in values:
+                raise HellopackError(f"build config needs '{required}'; pass it as a flag or in the config file")
+        return cls(**values)
+
+    # ---- derived values -----------------------------------------------------------
+    def resolved_workdir(self) -> Path:
+        if self.workdir is not None:
+            return Path(self.workdir)
+        out = Path(self.out)
+        return out.with_name(out.stem + ".work")
+
+    def resolved_factor(self, image_size: int) -> int:
+        factor = self.factor if self.factor is not None else (2 if image_size >= 128 else 1)
+        if image_size % factor:
+            raise HellopackError(f"factor {factor} does not divide the image size {image_size}; "
+                                 f"choose --factor among {', '.join(str(d) for d in _divisors(image_size)[:8])}")
+        return factor
+
+    def resolved_rank_head(self, num_classes: int) -> int:
+        return self.rank_head if self.rank_head is not None else (64 if num_classes <= 100 else 128)
+
+    def resolved_train_batch_size(self, num_images: int) -> int:
+        if self.train_batch_size is not None:
+            return self.train_batch_size
+        # RDED evaluates IN-1K IPC 10 at batch 100; small sets need several steps per epoch.
+        return max(1, min(100, max(16, num_images // 10), num_images))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the manifest's "build" key (paths as given)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+
+# ---- TOML ---------------------------------------------------------------------------
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read ``build.toml`` into field values.
+
+    Keys may use dashes like the flags; one level of tables is flattened with an underscore
+    (``[fit] epochs = 5`` is ``fit_epochs``, ``[train] lr`` is ``train_lr``).
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HellopackError(f"config file '{path}' not found; check the --config path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise HellopackError(f"cannot read config file '{path}': {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise HellopackError(f"config file '{path}' is not valid TOML ({e}); fix the syntax") from None
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and key.replace("-", "_") != "synthetic":
+            for sub, v in value.items():
+                _put(values, f"{key}_{sub}", v, path)
+        else:
+            _put(values, key, value, path)
+    return values
+
+
+def _put(values: dict[str, Any], key: str, value: Any, path: Path) -> None:
+    name = key.replace("-", "_")
+    if name not in _FIELDS:
+        raise _unknown_key(key, str(path))
+    values[name] = _coerce(name, value, f"'{path}'")
+
+
+def _unknown_key(key: str, where: str) -> HellopackError:
+    name = key.replace("-", "_")
+    close = difflib.get_close_matches(name, sorted(_FIELDS), n=4, cutoff=0.6)
+    hint = f"; did you mean: {', '.join(close)}?" if close else "; see `hellopack build --help` for the valid keys"
+    return HellopackError(f"unknown key '{key}' in {where}{hint}")
+
+
+# ---- types and checks ---------------------------------------------------------------
+
+_FIELDS: dict[str, Any] = typing.get_type_hints(BuildConfig)
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Check ``value`` against the field's annotation; ints are accepted for floats."""
+    hint = _FIELDS[name]
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in kinds:
+        return None
+    for kind in kinds:
+        if kind is Any:
+            return value
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, (str, Path)):
+            return str(value)
+        origin = typing.get_origin(kind)
+        if origin is tuple and isinstance(value, (list, tuple)):
+            args = typing.get_args(kind)
+            if args and args[-1] is Ellipsis:
+                if all(isinstance(v, (str, Path)) for v in value):
+                    return tuple(str(v) for v in value)
+            elif len(value) == len(args) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                return tuple(float(v) for v in value)
+        if origin is tuple and args_is_str_tuple(kind) and isinstance(value, str):
+            return (value,)
+    expected = " or ".join(_kind_name(k) for k in kinds)
+    raise HellopackError(f"'{name}' in {where} must be {expected}, got {value!r}; fix the value")
+
+
+def args_is_str_tuple(kind: Any) -> bool:
+    args = typing.get_args(kind)
+    return bool(args) and args[0] is str and args[-1] is Ellipsis
+
+
+def _kind_name(kind: Any) -> str:
+    if kind is type(None):
+        return "unset"
+    if typing.get_origin(kind) is tuple:
+        return "a list of strings" if args_is_str_tuple(kind) else f"a list of {len(typing.get_args(kind))} numbers"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(kind, str(kind))
+
+
+def _validate(c: BuildConfig) -> None:
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise HellopackError(msg)
+
+    need(c.ipc > 0, f"--ipc must be a positive number of images per class, got {c.ipc}")
+    need(c.factor is None or c.factor >= 1, f"--factor must be 1 or more, got {c.factor}")
+    need(c.image_size is None or c.image_size >= 8, f"--image-size must be at least 8 pixels, got {c.image_size}")
+    need(c.rank_encoder >= 1, f"--rank-encoder must be 1 or more, got {c.rank_encoder}")
+    need(c.rank_head is None or c.rank_head >= 1, f"--rank-head must be 1 or more, got {c.rank_head}")
+    need(c.alpha is None or c.alpha > 0, f"--alpha must be positive, got {c.alpha}")
+    need(c.lora_dtype in LORA_DTYPES, f"--lora-dtype must be one of {', '.join(LORA_DTYPES)}, got '{c.lora_dtype}'")
+    need(c.fit_epochs >= 1, f"--fit-epochs must be 1 or more, got {c.fit_epochs}")
+    need(c.fit_lr > 0, f"--fit-lr must be positive, got {c.fit_lr}")
+    need(c.fit_weight_decay >= 0, f"--fit-weight-decay must be 0 or more, got {c.fit_weight_decay}")
+    need(c.fit_batch_size >= 1, f"--fit-batch-size must be 1 or more, got {c.fit_batch_size}")
+    need(c.fit_checkpoint_every >= 1, f"--fit-checkpoint-every must be 1 or more, got {c.fit_checkpoint_every}")
+    need(c.lam >= 0, f"--lam must be 0 or more, got {c.lam}")
+    need(0 < c.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {c.val_fraction}")
+    need(c.n_real >= 1, f"--n-real must be 1 or more, got {c.n_real}")
+    need(c.m_crops >= 1, f"--m-crops must be 1 or more, got {c.m_crops}")
+    lo, hi = c.crop_scale
+    need(0 < lo <= hi <= 1, f"--crop-scale must be two numbers 0 < min <= max <= 1, got {lo} {hi}")
+    need(c.update_steps >= 0, f"--update-steps must be 0 or more, got {c.update_steps}")
+    need(c.update_lr > 0, f"--update-lr must be positive, got {c.update_lr}")
+    need(c.eval_batch_size >= 1, f"--eval-batch-size must be 1 or more, got {c.eval_batch_size}")
+    need(c.workers >= 0, f"--workers must be 0 or more, got {c.workers}")
+    need(0 <= c.max_bad_fraction <= 1, f"--max-bad-fraction must be between 0 and 1, got {c.max_bad_fraction}")
+    need(c.train_epochs >= 1, f"train epochs must be 1 or more, got {c.train_epochs}")
+    need(c.train_batch_size is None or c.train_batch_size >= 1, f"train batch size must be 1 or more, got {c.train_batch_size}")
+    need(c.train_loss in TRAIN_LOSSES, f"train loss must be one of {', '.join(TRAIN_LOSSES)}, got '{c.train_loss}'")
+    need(c.train_mix in TRAIN_MIXES, f"train mix must be one of {', '.join(TRAIN_MIXES)}, got '{c.train_mix}'")
+    need(bool(c.out), "--out must name the archive to write")
+    for spec in c.teachers:
+        need(":" in spec, f"teacher '{spec}' must be ARCH:CHECKPOINT or ARCH:WEIGHTS_NAME, e.g. resnet18:ckpt.pt")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+__all__ = ["BuildConfig", "load_toml", "LORA_DTYPES"]

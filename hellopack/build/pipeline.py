@@ -1,0 +1,395 @@
+"""`hellopack build`: data scan, teachers, projector fit, RDED selection, image update, archive.
+
+Each stage leaves its result in the work directory with a marker whose key hashes the
+config values it depends on and the previous stage's key (hellopack.build.stages): the
+same command skips finished stages, a changed flag redoes that stage and the later ones,
+and the fit (the long stage) continues from its last checkpoint.
+
+Under torchrun every process runs the fit and the crop scoring on its shard; rank 0 alone
+reads and writes the work directory (it broadcasts what the others need) and, after the
+scoring, finishes the update and the archive while the other processes return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from hellopack import dist
+from hellopack.build.config import BuildConfig
+from hellopack.build.output import build_record, encode_png, image_key, manifest, prompts_json, write_archive
+from hellopack.build.select import (Candidates, Chosen, CropSpec, check_class_size, extract_crops, first_per_class, merge_candidates,
+                                    patch_layout, score_stream, stitch)
+from hellopack.build.splits import Splits, open_splits
+from hellopack.build.stages import WorkDir, stage_key
+from hellopack.build.update import initial_patches, update_patches
+from hellopack.device import autocast, memory_format, resolve_device
+from hellopack.errors import HellopackError
+from hellopack.fsutil import atomic_write_bytes
+from hellopack.progress import NULL, Reporter
+
+LORA_FILE = "lora.safetensors"
+CROPS_FILE = "crops.npy"
+PATCHES_FILE = "patches.npy"
+
+
+def build(cfg: BuildConfig, reporter: Reporter = NULL) -> Path:
+    """Run (or resume) the build described by ``cfg``; returns the archive path.
+
+    Under torchrun, call it in every process: the process group is joined here when the
+    caller has not done so. Processes other than rank 0 return once their share of the
+    work is done; only rank 0 writes.
+    """
+    import torch.distributed as tdist
+
+    device = resolve_device(cfg.device)
+    joined = dist.launched_by_torchrun() and not (tdist.is_available() and tdist.is_initialized())
+    info = dist.init(device)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+    try:
+        return _Build(cfg, reporter if info.is_main else NULL, device, info).run()
+    finally:
+        if joined:
+            dist.cleanup()
+
+
+@dataclass
+class _Projector:
+    base: Any
+    model: Any
+    templates: list[str]
+
+
+class _Build:
+    def __init__(self, cfg: BuildConfig, reporter: Reporter, device: torch.device, info: dist.DistInfo) -> None:
+        self.cfg, self.rep, self.device, self.info = cfg, reporter, device, info
+        self.mf = memory_format(device)
+        self.wd = WorkDir(cfg.resolved_workdir())
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _shared(self, value: Any) -> Any:
+        """Rank 0's value on every rank (small, process-local data)."""
+        return dist.broadcast_object(value if self.info.is_main else None) if self.info.enabled else value
+
+    def _done(self, stage: str, key: str) -> dict[str, Any] | None:
+        return self._shared(self.wd.done(stage, key) if self.info.is_main else None)
+
+    # ---- the stages ---------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.cfg
+        out = Path(cfg.out)
+        if self.info.is_main:
+            _check_output(out)
+            self.wd.create()
+        splits = open_splits(cfg.recipe, cfg.data_dir, classes_file=cfg.classes_file, download=cfg.download,
+                             max_bad_fraction=cfg.max_bad_fraction, synthetic=cfg.synthetic,
+                             val_fraction=cfg.val_fraction)
+        scan, scan_key = self.scan(splits)
+        size = scan["image_size"]
+        factor = cfg.resolved_factor(size)
+        k = cfg.ipc * factor * factor
+        if cfg.n_real < k:
+            raise HellopackError(f"--n-real {cfg.n_real} is smaller than ipc x factor^2 = {k} crops per class; "
+                                 f"raise --n-real to at least {k}")
+        for index, ((_, name, _), count) in enumerate(zip(scan["classes"], scan["counts"])):
+            check_class_size(name, index, min(count, cfg.n_real), k, cfg.allow_short)  # fail before the fit
+        specs, teachers_key = self.teachers(scan_key)
+        proj = self.projector(splits)
+        fit_key = stage_key("fit", self._fit_parts(proj), teachers_key)
+        fidelity = self.fit(proj, splits, scan, specs, size, fit_key)
+        chosen, select_key = self.select(proj, splits, size, factor, k, fit_key)
+        if not self.info.is_main:
+            return out
+        patches = self.update(proj, size, factor, chosen, select_key)
+        return self.write(out, splits, scan, proj, chosen, patches, size, factor, fidelity)
+
+    def scan(self, splits: Splits) -> tuple[dict[str, Any], str]:
+        cfg = self.cfg
+        parts = {"recipe": cfg.recipe, "data_dir": cfg.data_dir, "classes_file": cfg.classes_file,
+                 "synthetic": cfg.to_dict()["synthetic"], "image_size": cfg.image_size,
+                 "max_bad_fraction": cfg.max_bad_fraction, "val_fraction": cfg.val_fraction}
+        key = stage_key("scan", parts)
+        done = self._done("scan", key)
+        if done is not None:
+            return done, key
+        result = None
+        if self.info.is_main:
+            full = splits.full
+            counts = full.count_per_class()
+            if counts is None:  # streaming source without an index: count by reading it once
+                counts = [0] * len(full.classes)
+                with self.rep.stage("scan data", total=None, unit="img") as bar:
+                    for sample in full:
+                        counts[sample.label] += 1
+                        bar.advance(1)
+            result = {"classes": [[c.index, c.name, c.source_id] for c in full.classes], "counts": counts,
+                      "train_images": int(sum(counts)), "fit_images": splits.train_count(),
+                      "image_size": int(cfg.image_size or full.image_size), "eval": splits.eval_kind,
+                      "eval_images": splits.eval.num_samples}
+            self.wd.mark("scan", key, result)
+            self.rep.info(f"data: {full.description}; {sum(counts):,} training images, held-out: "
+                          f"{splits.eval_kind}")
+        return self._shared(result), key
+
+    def teachers(self, scan_key: str) -> tuple[list[str], str]:
+        from hellopack.build.teachers import resolve_specs
+
+        specs = resolve_specs(self.cfg.teachers, self.cfg.teachers_dir)
+        ids = self._shared([_file_identity(s) for s in specs] if self.info.is_main else None)
+        key = stage_key("teachers", {"specs": ids}, scan_key)
+        if self.info.is_main and self.wd.done("teachers", key) is None:
+            self.wd.mark("teachers", key, {"specs": specs, "files": ids})
+        return specs, key
+
+    def projector(self, splits: Splits) -> _Projector:
+        from hellopack.models.base import load_base
+        from hellopack.models.projector import Projector, load_templates
+
+        cfg = self.cfg
+        templates = load_templates(cfg.templates)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # a randomly initialised base (tiny test configs) is the same everywhere
+            base = load_base(cfg.base, cfg.pretrained, cfg.clip_weights)
+        base.model.to(self.device)
+        classnames = [c.name for c in splits.full.classes]
+        with self.rep.stage(f"projector: text head ({len(classnames)} classes x {len(templates)} templates)",
+                            total=None, unit="class"), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)  # LoRA A factors
+            model = Projector(base, classnames, templates, rank_encoder=cfg.rank_encoder,
+                              rank_head=cfg.resolved_rank_head(len(classnames)), alpha=cfg.alpha)
+        base.model.to("cpu")  # only the text tower was needed on the device (for the head)
+        model = model.to(device=self.device, memory_format=self.mf).eval()
+        return _Projector(base, model, templates)
+
+    def _fit_parts(self, proj: _Projector) -> dict[str, Any]:
+        c = self.cfg
+        return {"base": proj.base.name, "fingerprint": proj.base.fingerprint, "templates": proj.templates,
+                "rank_encoder": c.rank_encoder, "rank_head": proj.model.rank_head, "alpha": c.alpha,
+                "epochs": c.fit_epochs, "lr": c.fit_lr, "weight_decay": c.fit_weight_decay,
+                "batch_size": c.fit_batch_size, "lam": c.lam, "seed": c.seed, "world": self.info.world_size}
+
+    def fit(self, proj: _Projector, splits: Splits, scan: dict[str, Any], specs: list[str], size: int,
+            key: str) -> dict[str, Any] | None:
+        from hellopack.build.fit import FitParams, fidelity, fit_projector, steps_per_epoch
+        from hellopack.build.teachers import load_ensemble
+        from hellopack.data import make_loader
+
+        cfg, info = self.cfg, self.info
+        fit_dir = self.wd.stage_dir("fit") if info.is_main else self.wd.root / "fit"
+        done = self._done("fit", key)
+        if done is not None:
+            state = self._shared(_read_tensors(fit_dir / LORA_FILE) if info.is_main else None)
+            proj.model.load_lora_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+            self.rep.info("fit: done earlier, reusing the fitted projector")
+            return done.get("fidelity")
+
+        full = splits.full
+        teachers = load_ensemble(specs, len(full.classes), size, full.mean, full.std, self.device, self.mf)
+        n = splits.train_count() or scan["train_images"]
+        params = FitParams(epochs=cfg.fit_epochs, lr=cfg.fit_lr, weight_decay=cfg.fit_weight_decay,
+                           batch_size=cfg.fit_batch_size, lam=cfg.lam, checkpoint_every=cfg.fit_checkpoint_every,
+                           steps_per_epoch=steps_per_epoch(int(n), cfg.fit_batch_size, info.world_size))
+        loader = make_loader(splits.train, size, cfg.fit_batch_size, train=True, seed=cfg.seed,
+                             num_workers=cfg.workers, rank=info.rank, world=info.world_size)
+
+        def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            loader.set_epoch(epoch)
+            return iter(loader)
+
+        result = fit_projector(proj.model, teachers, batches, params, fit_dir, key, self.device, self.rep, self.mf)
+        evals = make_loader(splits.eval, size, cfg.eval_batch_size, train=False, seed=cfg.seed,
+                            num_workers=cfg.workers, rank=info.rank, world=info.world_size)
+        report = fidelity(proj.model, teachers, evals, self.device, self.rep, total=splits.eval.num_samples,
+                          memory_format=self.mf)
+        report["eval"] = splits.eval_kind
+        if info.is_main:
+            tensors = {k: v.cpu().contiguous() for k, v in proj.model.lora_state_dict().items()}
+            atomic_write_bytes(fit_dir / LORA_FILE, st_save(tensors))
+            self.wd.mark("fit", key, {"fidelity": report, **result})
+            self.rep.info(f"fit: agreement with the teachers {report['agreement']:.1%}, projector top-1 "
+                          f"{report['projector_top1']:.1%}, teachers' top-1 {report['teacher_top1']:.1%} "
+                          f"on {report['images']} held-out images")
+        return report
+
+    def select(self, proj: _Projector, splits: Splits, size: int, factor: int, k: int,
+               fit_key: str) -> tuple[Chosen, str]:
+        cfg, info = self.cfg, self.info
+        spec = CropSpec(size=size, m_crops=cfg.m_crops, scale=tuple(cfg.crop_scale), seed=cfg.seed)
+        parts = {"ipc": cfg.ipc, "factor": factor, "size": size, "n_real": cfg.n_real, "m_crops": cfg.m_crops,
+                 "crop_scale": list(cfg.crop_scale), "seed": cfg.seed, "allow_short": cfg.allow_short}
+        key = stage_key("select", parts, fit_key)
+        done = self._done("select", key)
+        if done is not None:
+            return Chosen.from_json(done["chosen"]), key
+
+        full = splits.full
+        names = [c.name for c in full.classes]
+        counts = full.count_per_class()
+        expect = sum(min(cfg.n_real, c) for c in counts) if counts else None
+        mine = full.shard(info.rank, info.world_size)
+
+        def observer(x: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device):
+                return proj.model(x)
+
+        with self.rep.stage("select: score crops", total=expect, unit="img") as bar:
+            items = first_per_class(_positioned(mine), len(names), cfg.n_real)
+            cands = score_stream(observer, items, spec, cfg.eval_batch_size, self.device, self.mf,
+                                 on_images=lambda n: bar.advance(n * info.world_size))
+        merged = Candidates.concat(dist.all_gather_objects(cands)) if info.enabled else cands
+        if not info.is_main:
+            return Chosen([], [], []), key
+        chosen = merge_candidates(merged, names, cfg.n_real, k, cfg.allow_short, info=self.rep.info)
+
+        sel_dir = self.wd.stage_dir("select")
+        tmp = sel_dir / f".{CROPS_FILE}.partial"
+        crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(chosen.total(), 3, size, size))
+
+        def write(slot: int, crop: torch.Tensor) -> None:
+            crops[slot] = crop.numpy()
+
+        with self.rep.stage("select: extract crops", total=len({x for ks in chosen.key for x in ks}),
+                            unit="img") as bar:
+            extract_crops(((s.key, s.image) for s in full), chosen, spec, write, on_image=bar.advance)
+        crops.flush()
+        del crops
+        os.replace(tmp, sel_dir / CROPS_FILE)
+        self.wd.mark("select", key, {"chosen": chosen.to_json()})
+        return chosen, key
+
+    def update(self, proj: _Projector, size: int, factor: int, chosen: Chosen, select_key: str) -> np.ndarray:
+        cfg = self.cfg
+        do = cfg.update and factor > 1 and cfg.update_steps > 0
+        parts = {"update": do, "steps": cfg.update_steps if do else 0, "lr": cfg.update_lr if do else 0}
+        key = stage_key("update", parts, select_key)
+        up_dir = self.wd.stage_dir("update")
+        final = up_dir / PATCHES_FILE
+        if self.wd.done("update", key) is not None:
+            return np.load(final, mmap_mode="r")
+        crops = np.load(self.wd.root / "select" / CROPS_FILE, mmap_mode="r")
+        n, s = crops.shape[0], size // factor
+        if cfg.update and factor == 1:
+            self.rep.info("image update skipped: with factor 1 each stored patch is its full-resolution crop")
+        # Chunks are independent (one Adam per patch batch): a restarted update continues after the last chunk.
+        tmp = up_dir / f".{PATCHES_FILE}.partial"
+        progress = up_dir / "progress.json"
+        start = 0
+        try:
+            state = json.loads(progress.read_text())
+            if state.get("key") == key and tmp.is_file():
+                start = int(state["done"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            start = 0
+        patches = np.lib.format.open_memmap(tmp, mode="r+" if start else "w+", dtype=np.uint8, shape=(n, 3, s, s))
+
+        def features(x: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device):
+                return proj.model.image_features(x)
+
+        bs = cfg.eval_batch_size
+        with self.rep.stage("update images" if do else "downsample patches", total=n, unit="patch") as bar:
+            bar.advance(start)
+            for lo in range(start, n, bs):
+                chunk = torch.from_numpy(np.array(crops[lo:lo + bs]))
+                if do:
+                    out = update_patches(features, chunk, factor, cfg.update_steps, cfg.update_lr, self.device)
+                else:
+                    out = initial_patches(chunk, factor)
+                patches[lo:lo + len(chunk)] = out.numpy()
+                patches.flush()
+                atomic_write_bytes(progress, json.dumps({"key": key, "done": lo + len(chunk)}).encode())
+                bar.advance(len(chunk))
+        del patches
+        os.replace(tmp, final)
+        progress.unlink(missing_ok=True)
+        self.wd.mark("update", key, {"patches": n, "updated": do})
+        return np.load(final, mmap_mode="r")
+
+    def write(self, out: Path, splits: Splits, scan: dict[str, Any], proj: _Projector, chosen: Chosen,
+              patches: np.ndarray, size: int, factor: int, fidelity: dict[str, Any] | None) -> Path:
+        cfg = self.cfg
+        full = splits.full
+        labels, slots = patch_layout(chosen, cfg.ipc, factor)
+        base = proj.base
+        fid = None if fidelity is None else {k: fidelity[k] for k in
+                                             ("agreement", "kl", "projector_top1", "teacher_top1", "images", "eval")}
+        m = manifest(
+            dataset={"name": full.name, "recipe": cfg.recipe, "source": str(cfg.data_dir or full.where),
+                     "train_images": int(scan["train_images"])},
+            classes=full.classes,
+            images={"count": len(labels), "ipc": cfg.ipc, "factor": factor, "size": size, "format": "png",
+                    "mean": list(full.mean), "std": list(full.std)},
+            base=base,
+            lora={"dtype": cfg.lora_dtype, "rank_encoder": cfg.rank_encoder, "rank_head": proj.model.rank_head,
+                  "parameters": proj.model.num_lora_parameters(), "targets": proj.model.lora_layout()},
+            recipe={"epochs": cfg.train_epochs, "optimizer": cfg.train_optimizer, "lr": cfg.train_lr,
+                    "weight_decay": cfg.train_weight_decay, "schedule": cfg.train_schedule,
+                    "batch_size": cfg.resolved_train_batch_size(len(labels)), "loss": cfg.train_loss,
+                    "beta": cfg.train_beta, "temperature": cfg.train_temperature, "mix": cfg.train_mix,
+                    "patch_shuffle": cfg.train_patch_shuffle if cfg.train_patch_shuffle is not None else factor > 1},
+            seed=cfg.seed, build=build_record(cfg.to_dict()), fidelity=fid)
+        lora = {k: v.detach().cpu().float().numpy() for k, v in proj.model.lora_state_dict().items()}
+
+        def images() -> Iterator[tuple[str, int, bytes]]:
+            per_class: dict[int, int] = {}
+            for cls, sl in zip(labels, slots):
+                j = per_class.get(cls, 0)
+                per_class[cls] = j + 1
+                img = stitch(torch.from_numpy(np.array(patches[sl])), factor)
+                yield image_key(cls, j), cls, encode_png(img)
+
+        with self.rep.stage("write archive", total=None, unit="img"):
+            path = write_archive(out, m, lora, cfg.lora_dtype, prompts_json([c.name for c in full.classes],
+                                                                                 proj.templates), images())
+        self.rep.info(f"wrote {path}: {len(labels)} images, {proj.model.num_lora_parameters():,} LoRA numbers")
+        return Path(path)
+
+
+# ---- small helpers ----------------------------------------------------------------------
+
+def _positioned(view: Any) -> Iterator[tuple[int, int, str, Any]]:
+    """(stream position, label, key, image) for the decodable samples of a source view."""
+    for pos, entry in view.iter_entries(None):
+        sample = view.load_entry(entry)
+        if sample is not None:
+            yield pos, sample.label, sample.key, sample.image
+
+
+def _file_identity(spec: str) -> list[Any]:
+    """A teacher spec plus, for checkpoint files, their size and sha256 (a retrained file invalidates the fit)."""
+    _, _, rest = spec.partition(":")
+    path = Path(rest).expanduser()
+    if not path.is_file():
+        return [spec]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return [spec.partition(":")[0], path.stat().st_size, h.hexdigest()]
+
+
+def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return {k: v.numpy() for k, v in st_load(path.read_bytes()).items()}
+    except FileNotFoundError:
+        raise HellopackError(f"work directory is missing '{path}'; delete '{path.parent.parent}' and rerun") from None
+
+
+def _check_output(out: Path) -> None:
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise HellopackError(f"output folder '{parent}' does not exist; create it or choose another --out")
+    if not os.access(parent, os.W_OK):
+        raise HellopackError(f"output folder '{parent}' is not writable; choose another --out")
+    if out.is_dir():
+        raise HellopackError(f"--out '{out}' is a folder; name the archive file, e.g. {out / 'data.hellopack'}")

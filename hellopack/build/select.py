@@ -1,0 +1,252 @@
+"""RDED initialisation with the projector as observer.
+
+Per class: the first ``n_real`` images of the stream, ``m_crops`` RandomResizedCrops of each
+at the full image size, each crop scored by CE(observer(crop), class); every image keeps
+its best (lowest-CE) crop, and the class keeps its ``k = ipc * factor^2`` lowest-CE crops.
+
+Two passes keep memory flat: pass 1 (``score_stream``) keeps a few numbers per image
+(key, stream position, best crop index, CE), which merge across processes
+(``merge_candidates``); pass 2 (``extract_crops``) regenerates the chosen crops, since a
+crop is a pure function of (image, seed, key, crop index).
+
+Samples enter as ``(position, label, key, image)``: ``position`` orders the stream (the
+"first n_real" of a class), ``key`` (unique in the source) seeds the crops, so crops do not
+depend on the rank, the world size or the batching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+import hashlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms import RandomResizedCrop
+from torchvision.transforms.v2 import functional as TF
+
+from hellopack.errors import HellopackError
+
+Observer = Callable[[torch.Tensor], torch.Tensor]  # float [B,3,S,S] in [0,1] -> logits [B,C]
+Item = tuple[int, int, str, Image.Image]  # (stream position, label, key, image)
+RATIO = (3 / 4, 4 / 3)
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    size: int
+    m_crops: int
+    scale: tuple[float, float]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Pass-1 result, one row per scored image (numpy so it gathers cheaply across processes)."""
+
+    position: np.ndarray  # int64, position of the image in the source stream
+    key: np.ndarray  # object (str), the source's unique sample key
+    label: np.ndarray  # int64
+    crop: np.ndarray  # int64, index of the best crop among m_crops
+    ce: np.ndarray  # float64, its cross-entropy
+
+    @staticmethod
+    def concat(parts: Sequence["Candidates"]) -> "Candidates":
+        if not parts:
+            return Candidates(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64),
+                              np.zeros(0, np.int64), np.zeros(0, np.float64))
+        return Candidates(*(np.concatenate([getattr(p, f) for p in parts])
+                            for f in ("position", "key", "label", "crop", "ce")))
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """Per class, the chosen crops, lowest CE first (ties: earlier image first)."""
+
+    key: list[list[str]]
+    crop: list[list[int]]
+    ce: list[list[float]]
+
+    def total(self) -> int:
+        return sum(len(k) for k in self.key)
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "crop": self.crop, "ce": self.ce}
+
+    @staticmethod
+    def from_json(obj: dict) -> "Chosen":
+        return Chosen([list(k) for k in obj["key"]], [list(c) for c in obj["crop"]], [list(e) for e in obj["ce"]])
+
+
+def image_seed(seed: int, key: str) -> int:
+    digest = hashlib.sha256(f"{seed}\0{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def make_crops(image: Image.Image | torch.Tensor, key: str, spec: CropSpec) -> torch.Tensor:
+    """uint8 [m_crops, 3, size, size]: RandomResizedCrops of one image, reproducible from ``key``."""
+    img = TF.pil_to_tensor(image.convert("RGB")) if isinstance(image, Image.Image) else image
+    out = torch.empty((spec.m_crops, 3, spec.size, spec.size), dtype=torch.uint8)
+    # torchvision's sampler draws from the global RNG: fork it so the caller's RNG is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(image_seed(spec.seed, key))
+        for m in range(spec.m_crops):
+            i, j, h, w = RandomResizedCrop.get_params(img, list(spec.scale), list(RATIO))
+            out[m] = TF.resized_crop(img, i, j, h, w, [spec.size, spec.size], antialias=True)
+    return out
+
+
+def first_per_class(items: Iterable[Item], num_classes: int, n_real: int) -> Iterator[Item]:
+    """Keep the first ``n_real`` items of each class; stop once every class is full."""
+    seen = [0] * num_classes
+    full = 0
+    for item in items:
+        label = item[1]
+        if seen[label] >= n_real:
+            continue
+        seen[label] += 1
+        full += seen[label] == n_real
+        yield item
+        if full == num_classes:
+            return
+
+
+@torch.no_grad()
+def score_crops(observer: Observer, crops_u8: torch.Tensor, labels: torch.Tensor,
+                device: torch.device, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """CE of each crop against its label, float64 on CPU."""
+    x = (crops_u8.to(device).float() / 255).contiguous(memory_format=memory_format)
+    logits = observer(x).float()
+    return F.cross_entropy(logits, labels.to(device), reduction="none").double().cpu()
+
+
+def score_stream(observer: Observer, items: Iterable[Item], spec: CropSpec, batch_size: int,
+                 device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
+                 on_images: Callable[[int], None] | None = None) -> Candidates:
+    """Pass 1: score ``m_crops`` crops per item, keep each image's best crop."""
+    rows: list[tuple[int, str, int, int, float]] = []
+    pending: list[tuple[int, int, str, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        crops = torch.cat([c for *_, c in pending])
+        lab = torch.cat([torch.full((spec.m_crops,), y, dtype=torch.long) for _, y, _, _ in pending])
+        ce = score_crops(observer, crops, lab, device, memory_format).view(len(pending), spec.m_crops)
+        best = torch.argmin(ce, dim=1)  # the first minimum: ties go to the earlier crop
+        for (pos, y, key, _), m, row in zip(pending, best.tolist(), ce):
+            rows.append((pos, key, y, m, float(row[m])))
+        if on_images is not None:
+            on_images(len(pending))
+        pending.clear()
+
+    per_batch = max(1, batch_size // spec.m_crops)
+    for pos, label, key, image in items:
+        pending.append((pos, label, key, make_crops(image, key, spec)))
+        if len(pending) >= per_batch:
+            flush()
+    flush()
+    return Candidates(np.asarray([r[0] for r in rows], dtype=np.int64), np.asarray([r[1] for r in rows], dtype=object),
+                      np.asarray([r[2] for r in rows], dtype=np.int64), np.asarray([r[3] for r in rows], dtype=np.int64),
+                      np.asarray([r[4] for r in rows], dtype=np.float64))
+
+
+def check_class_size(name: str, index: int, count: int, k: int, allow_short: bool) -> None:
+    """Fewer than ``k`` images in a class: an error, unless ``allow_short`` and there is at least one."""
+    if count >= k or (allow_short and count > 0):
+        return
+    fix = "add images or lower --ipc/--factor" if count == 0 else \
+        "add images, lower --ipc/--factor, or pass --allow-short to take what exists"
+    raise HellopackError(f"class '{name}' (index {index}) has {count} images but --ipc x factor^2 needs {k}; {fix}")
+
+
+def merge_candidates(cands: Candidates, class_names: Sequence[str], n_real: int, k: int, allow_short: bool,
+                     info: Callable[[str], None] = lambda _m: None) -> Chosen:
+    """Per class: the first ``n_real`` images by stream position, then the ``k`` lowest-CE crops.
+
+    A class with fewer than ``k`` scored images is an error unless ``allow_short``, which
+    keeps what exists and says so through ``info``.
+    """
+    keys: list[list[str]] = []
+    crops: list[list[int]] = []
+    ces: list[list[float]] = []
+    short: list[str] = []
+    for c, name in enumerate(class_names):
+        rows = np.flatnonzero(cands.label == c)
+        rows = rows[np.argsort(cands.position[rows], kind="stable")][:n_real]
+        if len(rows) < k:
+            check_class_size(name, c, len(rows), k, allow_short)
+            short.append(f"'{name}' {len(rows)}/{k}")
+        # lexsort: the last key is primary -> CE ascending, then stream position.
+        order = rows[np.lexsort((cands.position[rows], cands.ce[rows]))][:k]
+        keys.append([str(v) for v in cands.key[order]])
+        crops.append([int(v) for v in cands.crop[order]])
+        ces.append([float(v) for v in cands.ce[order]])
+    if short:
+        info(f"allow-short: {len(short)} classes have fewer images than needed ({', '.join(short[:5])}"
+             f"{', ...' if len(short) > 5 else ''}); they get fewer images, crops reused to fill them")
+    return Chosen(keys, crops, ces)
+
+
+def extract_crops(samples: Iterable[tuple[str, Image.Image]], chosen: Chosen, spec: CropSpec,
+                  write: Callable[[int, torch.Tensor], None], on_image: Callable[[int], None] | None = None) -> None:
+    """Pass 2: regenerate each chosen crop and hand it to ``write(slot, crop_u8)``.
+
+    ``samples`` yields ``(key, image)``. Slots number the chosen crops class by class in
+    ``chosen`` order. Reading stops after the last chosen image.
+    """
+    wanted: dict[str, list[tuple[int, int]]] = {}
+    slot = 0
+    for keys, crops in zip(chosen.key, chosen.crop):
+        for key, m in zip(keys, crops):
+            wanted.setdefault(key, []).append((m, slot))
+            slot += 1
+    remaining = len(wanted)
+    if not remaining:
+        return
+    for key, image in samples:
+        hits = wanted.get(key)
+        if hits is None:
+            continue
+        crops_u8 = make_crops(image, key, spec)
+        for m, s in hits:
+            write(s, crops_u8[m])
+        if on_image is not None:
+            on_image(1)
+        remaining -= 1
+        if remaining == 0:
+            return
+    raise HellopackError(f"the data source changed between the two selection passes ({remaining} chosen images "
+                         f"not found again); rerun the build with an unchanged --data-dir")
+
+
+def patch_layout(chosen: Chosen, ipc: int, factor: int) -> tuple[list[int], list[list[int]]]:
+    """Per distilled image: its class and the slots of its factor^2 patches (row-major grid).
+
+    Image j of a class takes that class's crops j*f^2 .. (j+1)*f^2-1: the lowest-CE crops
+    go to the first image. A class with fewer than ``ipc * factor^2`` crops
+    (``--allow-short``) gets ``ceil(n / factor^2)`` images and reuses its crops cyclically.
+    """
+    per = factor * factor
+    labels: list[int] = []
+    slots: list[list[int]] = []
+    start = 0
+    for c, keys in enumerate(chosen.key):
+        n = len(keys)
+        for j in range(min(ipc, -(-n // per))):
+            labels.append(c)
+            slots.append([start + (j * per + q) % n for q in range(per)])
+        start += n
+    return labels, slots
+
+
+def stitch(patches_u8: torch.Tensor, factor: int) -> torch.Tensor:
+    """[f*f, 3, s, s] patches (row-major) -> one [3, f*s, f*s] image."""
+    per, c, s, _ = patches_u8.shape
+    if per != factor * factor:
+        raise ValueError(f"stitch needs {factor * factor} patches, got {per}")
+    grid = patches_u8.reshape(factor, factor, c, s, s).permute(2, 0, 3, 1, 4)
+    return grid.reshape(c, factor * s, factor * s).contiguous()

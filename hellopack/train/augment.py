@@ -1,0 +1,96 @@
+"""Per-step batch augmentation: RDED's patch shuffle, RandomResizedCrop, flip, CutMix/MixUp.
+
+Every random choice of a step comes from one ``torch.Generator`` seeded from
+(seed, step, rank), so any step can be recomputed anywhere (data-loader workers,
+a resumed run) and gives the same batch. torchvision's v2 transforms draw from
+the global RNG, so they run inside ``torch.random.fork_rng`` seeded from that
+generator: the caller's global RNG is never touched.
+
+Order: patch shuffle on the stored (stitched) image, where patch borders are known,
+then RandomResizedCrop + flip per image, then CutMix/MixUp on the batch.
+Crop scale: (0.08, 1) for images above 64 px (RDED's ImageNet evaluation, torchvision's
+default); (0.5, 1) up to 64 px, where a 0.08 crop is a few noisy pixels (TrainConfig decides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    size: int
+    num_classes: int
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    flip: bool = True
+    factor: int = 1  # images are factor x factor stitched patches (RDED)
+    patch_shuffle: bool = True  # only acts when factor > 1
+    mix: str = "cutmix"  # "cutmix" | "mixup" | "none"
+    mix_alpha: float = 1.0
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A generator that depends only on (seed, step, rank): well mixed, independent per step."""
+    state = np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def shuffle_patches(x: torch.Tensor, factor: int, gen: torch.Generator) -> torch.Tensor:
+    """Permute each image's factor x factor patches independently (RDED's ShufflePatches, generalised).
+
+    Images whose side is not a multiple of ``factor`` keep their last rows/columns in place.
+    """
+    if factor <= 1:
+        return x
+    b, c, h, w = x.shape
+    ph, pw = h // factor, w // factor
+    if ph == 0 or pw == 0:
+        return x
+    n = factor * factor
+    core = x[:, :, : ph * factor, : pw * factor]
+    patches = core.reshape(b, c, factor, ph, factor, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, n, c, ph, pw)
+    perm = torch.stack([torch.randperm(n, generator=gen) for _ in range(b)])
+    patches = torch.gather(patches, 1, perm.view(b, n, 1, 1, 1).expand_as(patches))
+    core = patches.reshape(b, factor, factor, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, ph * factor, pw * factor)
+    out = x.clone()
+    out[:, :, : ph * factor, : pw * factor] = core
+    return out
+
+
+class Augmenter:
+    """``(uint8 images [B,3,H,W], class ids [B], generator) -> (float [B,3,S,S] in [0,1], targets [B,C])``.
+
+    Targets are the (mixed) one-hot hard labels; they feed the CE term.
+    """
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.cfg = cfg
+        crop = [v2.RandomResizedCrop(cfg.size, scale=cfg.crop_scale, antialias=True)]
+        self.per_image = v2.Compose(crop + ([v2.RandomHorizontalFlip()] if cfg.flip else []))
+        if cfg.mix == "cutmix":
+            self.mix: v2.Transform | None = v2.CutMix(alpha=cfg.mix_alpha, num_classes=cfg.num_classes)
+        elif cfg.mix == "mixup":
+            self.mix = v2.MixUp(alpha=cfg.mix_alpha, num_classes=cfg.num_classes)
+        else:
+            self.mix = None
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        if cfg.patch_shuffle and cfg.factor > 1:
+            images = shuffle_patches(images, cfg.factor, gen)
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            # v2 applies one crop to a whole batch tensor, so crop image by image
+            x = torch.stack([self.per_image(img) for img in images])
+            x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+            labels = labels.long()
+            if self.mix is not None and len(labels) > 1:
+                x, targets = self.mix(x, labels)
+            else:
+                targets = torch.nn.functional.one_hot(labels, cfg.num_classes).float()
+        return x.contiguous(), targets

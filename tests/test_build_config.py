@@ -1,0 +1,98 @@
+"""BuildConfig: TOML + flags, refusal of unknown keys and bad values, manifest form."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hellopack.build import BuildConfig
+from hellopack.build.output import build_record
+from hellopack.build.stages import WorkDir, stage_key
+from hellopack.errors import HellopackError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "build.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_toml_tables_dashes_and_flags_override(tmp_path):
+    path = write(tmp_path, 'recipe = "cifar10"\nout = "c.hellopack"\nipc = 50\nrank-encoder = 4\n'
+                           'teachers = ["resnet18:a.pt", "resnet18:b.pt"]\n[fit]\nepochs = 3\nlr = 2e-3\n'
+                           '[train]\nepochs = 100\n[synthetic]\nnum_classes = 3\n')
+    cfg = BuildConfig.from_sources(path, {"ipc": 10, "seed": None, "crop-scale": [0.5, 1], "pretrained": "none"})
+    assert (cfg.recipe, cfg.ipc, cfg.rank_encoder, cfg.fit_epochs, cfg.fit_lr) == ("cifar10", 10, 4, 3, 0.002)
+    assert cfg.train_epochs == 100 and cfg.seed == 0  # None means "flag not given"
+    assert cfg.pretrained is None  # "none" is how a flag says "no pretrained tag"
+    assert cfg.teachers == ("resnet18:a.pt", "resnet18:b.pt")
+    assert cfg.crop_scale == (0.5, 1.0)
+    assert cfg.synthetic == {"num_classes": 3}
+
+
+def test_unknown_key_names_close_valid_ones(tmp_path):
+    path = write(tmp_path, 'recipe = "cifar10"\nout = "x"\nrank_encodr = 4\n')
+    with pytest.raises(HellopackError) as e:
+        BuildConfig.from_sources(path)
+    assert str(e.value) == f"unknown key 'rank_encodr' in {path}; did you mean: rank_encoder, rank_head?"
+    with pytest.raises(HellopackError, match=r"unknown key 'fit_epoch' in .*did you mean: fit_epochs"):
+        BuildConfig.from_sources(write(tmp_path, 'recipe = "a"\nout = "x"\n[fit]\nepoch = 3\n'))
+
+
+@pytest.mark.parametrize("text, message", [
+    ('recipe = "a"\nout = "x"\nipc = "ten"\n', "'ipc' in '{path}' must be an integer, got 'ten'; fix the value"),
+    ('recipe = "a"\nout = "x"\nipc = 0\n', "--ipc must be a positive number of images per class, got 0"),
+    ('recipe = "a"\nout = "x"\nlora_dtype = "fp8"\n', "--lora-dtype must be one of fp16, int8, got 'fp8'"),
+    ('recipe = "a"\nout = "x"\ncrop_scale = [0.9, 0.2]\n',
+     "--crop-scale must be two numbers 0 < min <= max <= 1, got 0.9 0.2"),
+    ('recipe = "a"\nout = "x"\nteachers = ["resnet18"]\n',
+     "teacher 'resnet18' must be ARCH:CHECKPOINT or ARCH:WEIGHTS_NAME, e.g. resnet18:ckpt.pt"),
+    ('out = "x"\n', "build config needs 'recipe'; pass it as a flag or in the config file"),
+    ('recipe = "a"\nout = "x"\nipc = \n', "config file '{path}' is not valid TOML"),
+])
+def test_bad_values_are_one_line_errors(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(HellopackError) as e:
+        BuildConfig.from_sources(path)
+    assert str(e.value).startswith(message.format(path=path))
+    assert "\n" not in str(e.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(HellopackError, match="config file '.*nope.toml' not found; check the --config path"):
+        BuildConfig.from_sources(tmp_path / "nope.toml")
+
+
+def test_derived_defaults():
+    cfg = BuildConfig(recipe="imagenet", out="runs/in1k.hellopack")
+    assert cfg.resolved_factor(224) == 2 and cfg.resolved_factor(32) == 1
+    assert cfg.resolved_rank_head(100) == 64 and cfg.resolved_rank_head(1000) == 128
+    assert cfg.resolved_workdir().as_posix() == "runs/in1k.work"
+    assert [cfg.resolved_train_batch_size(n) for n in (10, 100, 10_000)] == [10, 16, 100]
+    with pytest.raises(HellopackError) as e:
+        BuildConfig(recipe="imagenet", out="x", factor=3).resolved_factor(224)
+    assert str(e.value) == "factor 3 does not divide the image size 224; choose --factor among 1, 2, 4, 7, 8, 14, 16, 28"
+
+
+def test_manifest_record_is_json_and_leaves_out_runtime_fields():
+    cfg = BuildConfig(recipe="synthetic", out="a.hellopack", workdir="w", device="cpu", workers=2,
+                      teachers=("convnet:t.safetensors",), synthetic={"num_classes": 3})
+    record = build_record(cfg.to_dict())
+    assert json.loads(json.dumps(record)) == record
+    assert record["teachers"] == ["convnet:t.safetensors"] and record["crop_scale"] == [0.08, 1.0]
+    assert not {"out", "workdir", "device", "workers"} & set(record)
+    assert BuildConfig(**{**cfg.to_dict(), "teachers": tuple(cfg.teachers)}) == cfg
+
+
+def test_stage_markers_match_only_the_same_key(tmp_path):
+    wd = WorkDir(tmp_path / "w")
+    wd.create()
+    k1 = stage_key("fit", {"lr": 1e-3}, upstream="abc")
+    assert stage_key("fit", {"lr": 1e-3}, upstream="abc") == k1
+    assert stage_key("fit", {"lr": 2e-3}, upstream="abc") != k1
+    assert stage_key("fit", {"lr": 1e-3}, upstream="abd") != k1
+    assert wd.done("fit", k1) is None
+    wd.mark("fit", k1, {"steps": 12})
+    assert wd.done("fit", k1) == {"steps": 12}
+    assert wd.done("fit", stage_key("fit", {"lr": 2e-3}, upstream="abc")) is None

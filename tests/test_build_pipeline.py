@@ -1,0 +1,274 @@
+"""End-to-end builds on tiny synthetic data: archive contents, stage skipping, bad input,
+resume after SIGKILL with identical bytes, and a 2-process gloo torchrun build."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from hellopack.archive import open_archive
+from hellopack.build import BuildConfig, build
+from hellopack.build.teach import TeachConfig, load_trajectory, resolve_arch, teach
+from hellopack.data import SyntheticConfig
+from hellopack.errors import HellopackError
+from hellopack.progress import Reporter, Stage
+
+SYN = SyntheticConfig(num_classes=4, per_class=12, test_per_class=4, image_size=32)
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two busy-waiting OpenMP threads on a shared 2-core machine run 10-20x slower than one.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Recorder(Reporter):
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+        self.notes: list[str] = []
+
+    def stage(self, name, total=None, unit="it"):
+        self.stages.append(name)
+        return Stage()
+
+    def info(self, message):
+        self.notes.append(message)
+
+
+@pytest.fixture(scope="module")
+def teachers_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("teach")
+    rec = Recorder()
+    traj = teach(TeachConfig(recipe="synthetic", out=str(out), arch="convnet", epochs=2, keep_every=1,
+                             batch_size=16, synthetic=SYN, device="cpu"), rec)
+    assert [c["epoch"] for c in traj["checkpoints"]] == [1, 2]
+    assert all(0.0 <= c["val_top1"] <= 1.0 for c in traj["checkpoints"])
+    assert rec.stages == ["teach convnet"]
+    return out
+
+
+def config(tmp: Path, tdir: Path, **kw) -> BuildConfig:
+    base = dict(recipe="synthetic", out=str(tmp / "out.hellopack"), workdir=str(tmp / "work"), synthetic=SYN,
+                ipc=1, factor=2, n_real=6, m_crops=3, teachers_dir=str(tdir), base="hellopack-tiny-rn",
+                pretrained=None, templates="simple", rank_encoder=2, fit_epochs=2, fit_batch_size=8,
+                update_steps=3, eval_batch_size=32, device="cpu")
+    base.update(kw)
+    return BuildConfig(**base)
+
+
+def test_teach_writes_a_trajectory_that_loads(teachers_dir):
+    specs = load_trajectory(teachers_dir)
+    assert specs == [f"convnet:{teachers_dir / f'convnet-epoch00{e}.safetensors'}" for e in (1, 2)]
+    traj = json.loads((teachers_dir / "trajectory.json").read_text())
+    assert (traj["arch"], traj["num_classes"], traj["image_size"], traj["eval"]) == ("convnet", 4, 32, "test")
+    assert resolve_arch("resnet18", 32) == "resnet18_cifar" and resolve_arch("resnet18", 224) == "resnet18"
+
+
+def test_holdout_view_is_disjoint_and_complete():
+    from hellopack.build.splits import HoldoutRest
+    from hellopack.data import make_loader, open_source
+
+    full = open_source("synthetic", synthetic=SyntheticConfig(num_classes=3, per_class=7, test_per_class=2))
+    rest, held = HoldoutRest(full, 4), full.shard(0, 4)
+    streamed = [s.key for s in rest]  # the streaming path (_entries)
+    indexed = [rest.load_entry(rest.entry_at(i)).key for i in range(rest.num_samples)]  # random access
+    assert streamed == indexed and rest.num_samples == 15
+    assert sorted(streamed + [s.key for s in held]) == sorted(s.key for s in full)
+    assert not set(streamed) & {s.key for s in held}
+    assert sum(len(y) for _, y in make_loader(rest, 32, 4, train=True, seed=0)) == 15
+
+
+def test_load_trajectory_errors(tmp_path):
+    with pytest.raises(HellopackError, match="teachers folder '.*' does not exist; train one with `hellopack teach`"):
+        load_trajectory(tmp_path / "missing")
+    with pytest.raises(HellopackError, match="has no trajectory.json; pass a folder written by `hellopack teach`"):
+        load_trajectory(tmp_path)
+
+
+def test_build_archive_contents_and_stage_skipping(tmp_path, teachers_dir):
+    cfg = config(tmp_path, teachers_dir)
+    first = Recorder()
+    path = build(cfg, first)
+    assert path == Path(cfg.out)
+    assert first.stages == ["projector: text head (4 classes x 7 templates)", "fit projector", "fidelity", "select: score crops", "select: extract crops",
+                            "update images", "write archive"]
+    archive = open_archive(path)
+    report = archive.verify()
+    assert report.images_checked == 4
+    m = archive.manifest
+    assert m["images"] == {"count": 4, "ipc": 1, "factor": 2, "size": 32, "format": "png",
+                           "mean": [0.49, 0.49, 0.49], "std": [0.21, 0.21, 0.21]}
+    assert [c["name"] for c in m["classes"]] == ["circle", "square", "triangle", "cross"]
+    assert m["base"]["name"] == "hellopack-tiny-rn" and m["base"]["pretrained"] is None
+    assert m["lora"]["rank_encoder"] == 2 and m["lora"]["rank_head"] == 4  # capped at the class count
+    assert m["lora"]["parameters"] == sum(t["rank"] * (t["in_features"] * t["kernel_size"][0] * t["kernel_size"][1]
+                                                       + t["out_features"]) for t in m["lora"]["targets"])
+    assert m["recipe"]["patch_shuffle"] is True and m["recipe"]["batch_size"] == 4
+    assert m["seeds"] == {"build": 0}
+    assert set(m["fidelity"]) == {"agreement", "kl", "projector_top1", "teacher_top1", "images", "eval"}
+    assert m["fidelity"]["images"] == 16 and m["fidelity"]["eval"] == "test"
+    assert m["build"]["ipc"] == 1 and "workdir" not in m["build"] and "out" not in m["build"]
+    assert sorted(r.cls for r in archive.iter_images()) == [0, 1, 2, 3]
+    prompts = json.loads(archive.read_member("prompts.json"))
+    assert prompts["classnames"] == ["circle", "square", "triangle", "cross"] and len(prompts["templates"]) == 7
+    original = path.read_bytes()
+
+    again = Recorder()
+    build(cfg, again)
+    assert again.stages[1:] == ["write archive"]
+    assert "fit: done earlier, reusing the fitted projector" in again.notes
+    assert path.read_bytes() == original
+
+    changed = Recorder()
+    build(config(tmp_path, teachers_dir, update_lr=0.05), changed)
+    assert changed.stages[1:] == ["update images", "write archive"]
+    assert path.read_bytes() != original
+
+
+class StopIn(Recorder):
+    """Raises after ``n`` advances of stage ``name``, like a kill in the middle of that stage."""
+
+    def __init__(self, name: str, n: int) -> None:
+        super().__init__()
+        self.name, self.n = name, n
+        self.advances: list[int] = []
+
+    def stage(self, name, total=None, unit="it"):
+        super().stage(name, total, unit)
+        outer = self
+
+        class S(Stage):
+            def advance(self, k=1, **metrics):
+                if name == outer.name:
+                    outer.advances.append(k)
+                    if len(outer.advances) == outer.n:
+                        raise KeyboardInterrupt
+
+        return S()
+
+
+@pytest.mark.slow
+def test_interrupted_update_continues_where_it_stopped(tmp_path, teachers_dir):
+    cfg = config(tmp_path, teachers_dir, eval_batch_size=1, workdir=str(tmp_path / "a"))
+    with pytest.raises(KeyboardInterrupt):
+        build(cfg, StopIn("update images", 3))
+    assert not Path(cfg.out).exists()
+    rerun = StopIn("update images", 0)
+    build(cfg, rerun)
+    assert rerun.stages[1:] == ["update images", "write archive"]
+    assert rerun.advances == [2] + [1] * 14  # 16 patches (4 images x 2 x 2), two done before the stop
+    interrupted = Path(cfg.out).read_bytes()
+    build(config(tmp_path, teachers_dir, eval_batch_size=1, workdir=str(tmp_path / "b")))
+    assert Path(cfg.out).read_bytes() == interrupted
+
+
+def test_allow_short_takes_what_exists_and_no_update_only_downsamples(tmp_path, teachers_dir):
+    rec = Recorder()
+    path = build(config(tmp_path, teachers_dir, ipc=4, n_real=16, allow_short=True, update=False), rec)
+    m = open_archive(path).manifest
+    assert m["images"]["count"] == 12 and m["images"]["ipc"] == 4  # 12 crops per class fill 3 images of 4 patches
+    assert any(n.startswith("allow-short: 4 classes have fewer images than needed ('circle' 12/16") for n in rec.notes)
+    assert "downsample patches" in rec.stages and "update images" not in rec.stages
+
+
+def test_bad_input_is_one_clear_error(tmp_path, teachers_dir):
+    with pytest.raises(HellopackError) as e:
+        build(config(tmp_path, teachers_dir, n_real=3))
+    assert str(e.value) == "--n-real 3 is smaller than ipc x factor^2 = 4 crops per class; raise --n-real to at least 4"
+    with pytest.raises(HellopackError, match="output folder '.*nowhere' does not exist"):
+        build(config(tmp_path, teachers_dir, out=str(tmp_path / "nowhere" / "x.hellopack")))
+    with pytest.raises(HellopackError, match="factor 3 does not divide the image size 32"):
+        build(config(tmp_path, teachers_dir, factor=3))
+    with pytest.raises(HellopackError, match="no weak teachers given; pass --teacher ARCH:CHECKPOINT"):
+        build(config(tmp_path, teachers_dir, teachers_dir=None))
+    with pytest.raises(HellopackError, match="unknown open_clip model 'hellopack-tiny-r'; did you mean: hellopack-tiny-rn"):
+        build(config(tmp_path, teachers_dir, base="hellopack-tiny-r"))
+    with pytest.raises(HellopackError) as e:
+        build(config(tmp_path, teachers_dir, ipc=4, n_real=16))
+    assert str(e.value) == ("class 'circle' (index 0) has 12 images but --ipc x factor^2 needs 16; add images, "
+                            "lower --ipc/--factor, or pass --allow-short to take what exists")
+    five = SyntheticConfig(num_classes=5, per_class=12, test_per_class=4, image_size=32)
+    with pytest.raises(HellopackError, match="teacher convnet:.* has 4 classes but the dataset has 5"):
+        build(config(tmp_path, teachers_dir, synthetic=five, workdir=str(tmp_path / "w5")))
+    assert not (tmp_path / "out.hellopack").exists()
+
+
+DRIVER = textwrap.dedent("""
+    import json, sys
+    from hellopack.build import BuildConfig, build
+    from hellopack.data import SyntheticConfig
+    from hellopack.progress import Reporter
+
+    class Print(Reporter):
+        def info(self, message):
+            print("INFO", message, flush=True)
+
+    kw = json.loads(sys.argv[1])
+    kw["synthetic"] = SyntheticConfig(**kw["synthetic"])
+    print("DONE", build(BuildConfig(**kw), Print()), flush=True)
+""")
+
+
+def child_args(tmp: Path, teachers_dir: Path, name: str, **kw) -> str:
+    cfg = config(tmp, teachers_dir, out=str(tmp / f"{name}.hellopack"), workdir=str(tmp / f"{name}.work"), **kw)
+    d = cfg.to_dict()
+    d["synthetic"] = asdict(SYN)
+    return json.dumps(d)
+
+
+@pytest.mark.slow
+def test_sigkill_during_fit_resumes_to_identical_bytes(tmp_path, teachers_dir):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    kw = dict(fit_epochs=4, fit_checkpoint_every=1)
+    args = child_args(tmp_path, teachers_dir, "killed", **kw)
+    ckpt = tmp_path / "killed.work" / "fit" / "fit-state.safetensors"
+    proc = subprocess.Popen([sys.executable, str(driver), args], env=CHILD_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert ckpt.exists(), "the fit never wrote a checkpoint"
+    assert not (tmp_path / "killed.work" / "fit.done.json").exists(), "the kill came after the fit"
+    assert not (tmp_path / "killed.hellopack").exists()
+
+    resumed = subprocess.run([sys.executable, str(driver), args], env=CHILD_ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "INFO fit: resuming at step" in resumed.stdout
+    clean = subprocess.run([sys.executable, str(driver), child_args(tmp_path, teachers_dir, "clean", **kw)],
+                           env=CHILD_ENV, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert (tmp_path / "killed.hellopack").read_bytes() == (tmp_path / "clean.hellopack").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_torchrun_build_writes_one_archive(tmp_path, teachers_dir):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29517", str(driver), child_args(tmp_path, teachers_dir, "ddp")],
+                         env=CHILD_ENV, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.count("DONE") == 2
+    assert out.stdout.count("INFO wrote") == 1  # only rank 0 reports and writes
+    archives = sorted(p.name for p in tmp_path.glob("*.hellopack"))
+    assert archives == ["ddp.hellopack"]
+    archive = open_archive(tmp_path / "ddp.hellopack")
+    assert archive.verify().images_checked == 4
+    assert archive.manifest["fidelity"]["images"] == 16  # both ranks' held-out shares were counted

@@ -6,13 +6,21 @@ import typer
 
 import hellopack
 
-from . import build_cmd, demo_cmd, inspect_cmd, later_cmd, teach_cmd, train_cmd
+from . import build_cmd, demo_cmd, inspect_cmd, later_cmd, pretrain_cmd, teach_cmd, train_cmd
 
 app = typer.Typer(
     name="hellopack",
     help=(
         "Compress an image-classification dataset into one small archive: distilled images plus "
         "low-rank matrices that regenerate soft labels on the fly (HeLlO)."
+    ),
+    epilog=(
+        "Examples:\n\n"
+        "hellopack build imagenet --data-dir /data/imagenet --ipc 10 --teachers-dir traj/ --out in1k-ipc10.hellopack\n\n"
+        "hellopack inspect in1k-ipc10.hellopack --verify --grid sheet.png\n\n"
+        "hellopack train in1k-ipc10.hellopack --arch swin_v2_t --val /data/imagenet/val\n\n"
+        "hellopack teach cifar10 --data-dir cifar10-shards/ --arch convnet --epochs 20 --keep-every 5 --out traj/\n\n"
+        "hellopack demo"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -40,6 +48,7 @@ app.command("inspect")(inspect_cmd.inspect)
 app.command("train")(train_cmd.train)
 app.command("teach")(teach_cmd.teach)
 app.command("demo")(demo_cmd.demo)
+app.command("pretrain-base")(pretrain_cmd.pretrain_base)
 later_cmd.register(app)
 
 

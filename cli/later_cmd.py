@@ -18,12 +18,4 @@ def register(app: typer.Typer) -> None:
         """
         raise fail("'hellopack eval continual' is not built yet in this version (planned); see the README roadmap")
 
-    @app.command("pretrain-base", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def pretrain_base() -> None:
-        """Self-supervised pretraining of a base image tower: not built yet.
-
-        Example: hellopack pretrain-base cifar10 --config hellopack-tiny-rn --epochs 50 --out base.safetensors
-        """
-        raise fail("'hellopack pretrain-base' is not built yet in this version (planned); use --clip-weights with an open_clip checkpoint")
-
     app.add_typer(eval_app, name="eval")

@@ -19,7 +19,7 @@ from hellopack.data.synthetic import SyntheticConfig
 from hellopack.progress import NULL, Reporter
 from hellopack.train import TrainConfig, train
 
-TINY_BASE = "hellopack-tiny-rn"
+TINY_BASE = "hellopack-tiny-rn32"  # 32 px: no upsampling of the 32-px synthetic images
 
 
 @dataclass(frozen=True)

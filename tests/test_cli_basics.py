@@ -22,17 +22,15 @@ def test_version():
 def test_help_lists_commands_with_examples():
     r = runner.invoke(app, ["--help"])
     assert r.exit_code == 0
+    flat = " ".join(r.stdout.split())
     for cmd in ("build", "inspect", "train", "teach", "demo"):
-        assert cmd in r.stdout
+        assert f"hellopack {cmd}" in flat, cmd  # a one-line example per command
         sub = runner.invoke(app, [cmd, "--help"])
         assert sub.exit_code == 0, cmd
         assert f"Example: hellopack {cmd}" in " ".join(sub.stdout.split()), cmd
 
 
 def test_unbuilt_commands_say_so_and_exit_2():
-    r = runner.invoke(app, ["pretrain-base", "cifar10"])
-    assert r.exit_code == 2
-    assert "not built yet" in r.stderr
     r = runner.invoke(app, ["eval", "continual", "x.hellopack"])
     assert r.exit_code == 2
     assert "not built yet" in r.stderr

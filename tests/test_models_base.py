@@ -26,7 +26,7 @@ def tiny():
 
 
 def test_tiny_configs_registered_and_fast():
-    assert TINY_CONFIGS == ("hellopack-tiny-rn", "hellopack-tiny-vit")
+    assert TINY_CONFIGS == ("hellopack-tiny-rn", "hellopack-tiny-rn32", "hellopack-tiny-vit")
     assert set(TINY_CONFIGS) <= set(open_clip.list_models())
     t = time.perf_counter()
     vit = load_base("hellopack-tiny-vit")

@@ -77,7 +77,15 @@ def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
     rt.add_row("heavy labels in total", human_bytes(r["total_bytes"]))
     rt.add_row("this archive's label payload (LoRA + prompts)", human_bytes(r["payload_bytes"]))
     rt.add_row("ratio", f"{r['ratio']:,.0f}x smaller")
+    if "payload_with_base_bytes" in r:
+        rt.add_row("label payload + the custom base file (if shared with this archive only)",
+                   human_bytes(r["payload_with_base_bytes"]))
+        rt.add_row("ratio with the base counted", f"{r['ratio_with_base']:,.1f}x smaller")
     stdout.print(rt)
+    for ext in s["external"]:
+        stdout.print(f"[yellow]external dependency[/yellow]: {_text(ext['what'])} '{_text(ext['name'])}' "
+                     f"({human_bytes(ext['bytes']) if isinstance(ext['bytes'], int) else 'size unknown'}, "
+                     f"{_text(ext['fingerprint'])}): share it once; `train --clip-weights FILE` needs it")
     if verified is not None:
         stdout.print(f"[green]verified[/green]: {verified['members_checked']} members, "
                      f"{verified['images_checked']} images decoded, every checksum matches")

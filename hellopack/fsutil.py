@@ -26,6 +26,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     except OSError as e:
         raise HellopackError(f"cannot write '{path}': {e.strerror}; choose a writable location") from None
     try:
+        os.fchmod(fd, _default_mode())  # mkstemp makes 0600; shared files want the umask's mode
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -54,3 +55,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_write(path) as f:
         f.write(data)
     return Path(path)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -39,9 +39,29 @@ def summarize(archive: Archive) -> dict[str, Any]:
             {"name": mi.name, "stored_size": mi.stored_size, "size": mi.size, "encoding": mi.encoding, "sha256": mi.sha256}
             for mi in archive.members
         ],
-        "replaces": {**asdict(storage), "aug_record_bytes_per_view": AUG_RECORD_BYTES},
+        "replaces": {**asdict(storage), "aug_record_bytes_per_view": AUG_RECORD_BYTES, **_with_base(m, storage)},
+        "external": _external(m),
         "manifest": m,
     }
+
+
+def _external(m: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a user needs besides this file: a custom base must be shared once (public CLIP tags are not)."""
+    b = m["base"]
+    if not b.get("custom"):
+        return []
+    return [{"what": "base weights", "name": b.get("name"), "fingerprint": b.get("fingerprint"), "bytes": b.get("bytes"),
+             "note": "custom base: share the weights file once; every archive built on it reuses it"}]
+
+
+def _with_base(m: dict[str, Any], storage: Any) -> dict[str, Any]:
+    """The storage ratio again with a custom base's file counted against this one archive (worst case)."""
+    b = m["base"]
+    size = b.get("bytes")
+    if not b.get("custom") or not isinstance(size, int) or size <= 0:
+        return {}
+    with_base = storage.payload_bytes + size
+    return {"payload_with_base_bytes": with_base, "ratio_with_base": storage.total_bytes / with_base}
 
 
 def human_bytes(n: float) -> str:

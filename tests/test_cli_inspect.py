@@ -79,3 +79,18 @@ def test_grid_is_not_left_behind_when_archive_is_bad(tmp_path: Path):
     r = runner.invoke(app, ["inspect", str(bad), "--grid", str(tmp_path / "sheet.png")])
     assert r.exit_code == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.hellopack"]
+
+
+def test_custom_base_is_an_external_dependency_counted_both_ways(tmp_path: Path):
+    from test_archive_kit import base_doc, write
+
+    doc = base_doc()
+    doc["manifest"]["base"].update({"custom": True, "bytes": 10_000})
+    path = write(doc, tmp_path / "custom.hellopack")
+    s = json.loads(runner.invoke(app, ["inspect", str(path), "--json"]).stdout)
+    r = s["replaces"]
+    assert r["payload_with_base_bytes"] == r["payload_bytes"] + 10_000
+    assert r["ratio_with_base"] == r["total_bytes"] / (r["payload_bytes"] + 10_000)
+    assert [e["bytes"] for e in s["external"]] == [10_000]
+    table = runner.invoke(app, ["inspect", str(path)]).stdout
+    assert "external dependency" in table and "ratio with the base counted" in table

@@ -21,6 +21,7 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
         raise ArchiveError("file", f"cannot write into '{parent}' ({e.strerror or e}); "
                                    "create the folder or choose another path") from None
     try:
+        os.fchmod(fd, _default_mode())  # mkstemp makes 0600; shared files want the umask's mode
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -39,3 +40,9 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -14,7 +14,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import torch
 
 from hellopack.archive import open_archive
 from hellopack.build import BuildConfig, build
@@ -27,13 +26,6 @@ SYN = SyntheticConfig(num_classes=4, per_class=12, test_per_class=4, image_size=
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two busy-waiting OpenMP threads on a shared 2-core machine run 10-20x slower than one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class Recorder(Reporter):

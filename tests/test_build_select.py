@@ -15,13 +15,6 @@ from hellopack.errors import HellopackError
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two busy-waiting OpenMP threads on a shared 2-core machine run 10-20x slower than one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def brightness_observer(x: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
@@ -14,14 +12,6 @@ from hellopack.models.base import load_base
 from hellopack_cli.pretrain_cmd import pretrain_base
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and on a shared 2-core machine two OpenMP threads
-    # make each step about 10x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 app = typer.Typer()

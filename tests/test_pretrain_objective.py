@@ -13,14 +13,6 @@ import torch.nn.functional as F
 from hellopack.pretrain.objective import ProjectionHead, nt_xent
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and on a shared 2-core machine two OpenMP threads
-    # make each step about 10x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _reference(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:

@@ -22,14 +22,6 @@ from hellopack.progress import Reporter
 SMALL = {"per_class": 4, "test_per_class": 2}  # 40 training images, 20 test images
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and on a shared 2-core machine two OpenMP threads
-    # make each step about 10x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cfg(tmp_path: Path, name: str = "base.safetensors", **kw) -> PretrainConfig:

@@ -86,11 +86,20 @@ class _Build:
 
     # ---- the stages ---------------------------------------------------------------------
     def run(self) -> Path:
+        created = False
+        try:
+            if self.info.is_main:
+                _check_output(Path(self.cfg.out))
+                created = self.wd.create()
+            return self._run()
+        except HellopackError:
+            if created:
+                self.wd.remove_if_unused()
+            raise
+
+    def _run(self) -> Path:
         cfg = self.cfg
         out = Path(cfg.out)
-        if self.info.is_main:
-            _check_output(out)
-            self.wd.create()
         splits = open_splits(cfg.recipe, cfg.data_dir, classes_file=cfg.classes_file, download=cfg.download,
                              max_bad_fraction=cfg.max_bad_fraction, synthetic=cfg.synthetic,
                              val_fraction=cfg.val_fraction)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,7 +33,9 @@ class WorkDir:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def create(self) -> None:
+    def create(self) -> bool:
+        """Make the folder; True when this call created it (so a failed first run can remove it)."""
+        existed = self.root.is_dir()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -41,6 +44,12 @@ class WorkDir:
         # Temporaries of atomic writes cut short by a kill (".<name>.<random>.tmp"): never valid results.
         for tmp in [*self.root.glob(".*.tmp"), *self.root.glob("*/.*.tmp")]:
             tmp.unlink(missing_ok=True)
+        return not existed
+
+    def remove_if_unused(self) -> None:
+        """Delete a work folder that holds no finished stage: bad input must leave nothing behind."""
+        if self.root.is_dir() and not any(self.root.glob("*.done.json")):
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def stage_dir(self, stage: str) -> Path:
         path = self.root / stage

@@ -118,3 +118,16 @@ def test_hostile_tensor_name_is_escaped_and_cut() -> None:
     with pytest.raises(ArchiveError) as e:
         decode_lora(lora)
     assert str(e.value) == "lora.safetensors: tensor 'a\\nb" + "y" * 73 + "...' is float32, dtype fp16 requires float16"
+
+
+def test_small_members_declaring_more_than_64_mib_are_refused_at_open(valid: bytes, tmp_path: Path) -> None:
+    # prompts.json and lora.safetensors are parsed in memory: the cap keeps a hostile header cheap.
+    from hellopack.archive import MAX_SMALL_MEMBER_BYTES
+
+    m, stored = mv.split(valid)
+    next(x for x in m["members"] if x["name"] == "lora.safetensors")["size"] = MAX_SMALL_MEMBER_BYTES + 1
+    evil = tmp_path / "evil.hellopack"
+    evil.write_bytes(mv.assemble(m, stored))
+    with pytest.raises(ArchiveError, match=r"^lora\.safetensors: declared size 67108865 bytes exceeds the "
+                                           r"67108864-byte limit for lora\.safetensors$"):
+        open_archive(evil)

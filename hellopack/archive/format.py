@@ -19,6 +19,8 @@ MAX_MANIFEST_BYTES = 8 * 1024**2
 MAX_MEMBER_BYTES = 64 * 1024**3  # declared decompressed size of one member
 MAX_TOTAL_BYTES = 256 * 1024**3  # sum of declared decompressed sizes
 MAX_READ_MEMBER_BYTES = 1024**3  # read_member() refuses larger members: stream them
+# prompts.json and lora.safetensors are parsed in memory (JSON, safetensors): keep them small.
+MAX_SMALL_MEMBER_BYTES = 64 * 1024**2
 MAX_IMAGE_BYTES = 64 * 1024**2  # one encoded image inside images.tar
 MAX_IMAGE_PIXELS = 4096 * 4096  # decoded image area accepted by verify
 MAX_CLS_BYTES = 16

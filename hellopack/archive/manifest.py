@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from hellopack.archive.format import (
-    ENCODINGS, FINGERPRINT_RE, FORMAT_MAJOR, FORMAT_NAME, IMAGE_EXTS, MAX_MEMBER_BYTES,
-    MAX_TOTAL_BYTES, MEMBER_NAME_RE, REQUIRED_MEMBERS, SHA256_HEX_RE, ArchiveError,
+    ENCODINGS, FINGERPRINT_RE, FORMAT_MAJOR, FORMAT_NAME, IMAGE_EXTS, LORA, MAX_MEMBER_BYTES,
+    MAX_SMALL_MEMBER_BYTES, MAX_TOTAL_BYTES, MEMBER_NAME_RE, PROMPTS, REQUIRED_MEMBERS, SHA256_HEX_RE, ArchiveError,
 )
 
 _U63 = 2**63
@@ -222,6 +222,9 @@ def parse_members(m: Mapping[str, Any], data_size: int | None) -> list[MemberInf
             raise ArchiveError(name, f"offset {info.offset} {kind} (expected {expected_offset})")
         if info.size > MAX_MEMBER_BYTES:
             raise ArchiveError(name, f"declared size {info.size} bytes exceeds the {MAX_MEMBER_BYTES}-byte limit")
+        if name in (PROMPTS, LORA) and info.size > MAX_SMALL_MEMBER_BYTES:
+            raise ArchiveError(name, f"declared size {info.size} bytes exceeds the {MAX_SMALL_MEMBER_BYTES}-byte "
+                                     f"limit for {name}")
         if info.encoding == "none" and info.stored_size != info.size:
             raise ArchiveError(name, "encoding 'none' requires stored_size == size")
         total += info.size

@@ -31,7 +31,8 @@ def friendly_errors(fn: F) -> F:
         except HellopackError as e:
             raise fail(str(e)) from None
         except ArchiveError as e:
-            raise fail(f"damaged archive: {e}") from None
+            # "file": the archive file itself could not be read or written (e.g. a full disk): not damage.
+            raise fail(e.defect if e.where == "file" else f"damaged archive: {e}") from None
         except KeyboardInterrupt:
             print("hellopack: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None

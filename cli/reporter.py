@@ -61,15 +61,21 @@ class RichReporter(Reporter):
             console=console,
             transient=False,
         )
+        self._started = False
 
     def __enter__(self) -> "RichReporter":
-        self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
 
     def stage(self, name: str, total: int | None = None, unit: str = "it") -> Stage:
+        # Started with the first bar: bad input caught before any stage prints only its error line
+        # (a stopped empty display still writes a blank line to a non-terminal stderr).
+        if not self._started:
+            self._progress.start()
+            self._started = True
         return _RichStage(self._progress, name, total, unit)
 
     def info(self, message: str) -> None:

@@ -6,7 +6,11 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from hellopack.archive import ArchiveError
+from hellopack.errors import HellopackError
 
 from .errors import friendly_errors
 from .reporter import make_reporter, print_json
@@ -64,8 +68,11 @@ def train(
         workers=workers, device=device, compile=compile, clip_weights=clip_weights,
         allow_base_mismatch=allow_base_mismatch, resume=resume, cache_dir=cache_dir,
     )
-    with make_reporter(quiet or as_json) as reporter:
-        result = run_train(cfg, reporter)
+    try:
+        with make_reporter(quiet or as_json) as reporter:
+            result = run_train(cfg, reporter)
+    except ArchiveError as e:  # name the archive, as `inspect` does (it may be unsupported, not damaged)
+        raise HellopackError(f"{archive}: {e}") from None
     if as_json:
         print_json(result)
         return
@@ -73,17 +80,21 @@ def train(
 
 
 def _render(result: dict) -> None:
+    """Final-epoch accuracy per seed (percent, as in result.json), then the mean and std over seeds."""
     console = Console()
-    t = Table(title=f"{result.get('arch', '')} trained on {result.get('archive', '')}", title_justify="left")
-    for col in ("seed", "top-1", "top-5", "evaluated on"):
+    runs = result.get("runs", [result])
+    t = Table(title=f"{result.get('arch', '')}, labels: {result.get('labels', '')}", title_justify="left")
+    for col in ("seed", "top-1 %", "top-5 %", "images/s", "evaluated on"):
         t.add_column(col)
-    for r in result.get("runs", [result]):
-        final = r.get("final", r)
-        t.add_row(str(r.get("seed", "")), f"{final.get('top1', float('nan')):.2%}", f"{final.get('top5', float('nan')):.2%}",
-                  str(final.get("on", result.get("evaluated_on", ""))))
+    for r in runs:
+        ips = (r.get("timing") or {}).get("images_per_second")
+        t.add_row(str(r.get("seed", "")), f"{r['top1']:.2f}", f"{r['top5']:.2f}",
+                  f"{ips:,.0f}" if isinstance(ips, (int, float)) else "", escape(str(r.get("evaluated_on", ""))))
     console.print(t)
-    if "mean_top1" in result:
-        console.print(f"final-epoch top-1: {result['mean_top1']:.2%} +- {result.get('std_top1', 0.0):.2%} "
-                      f"over {len(result.get('runs', []))} seed(s)")
-    if result.get("out"):
-        console.print(f"metrics and checkpoints in {result['out']}")
+    line = f"final-epoch top-1 {result['top1']:.2f} %"
+    if len(runs) > 1:
+        line += f" +- {result.get('top1_std', 0.0):.2f} (mean and sample std over {len(runs)} seeds)"
+    console.print(line)
+    outs = sorted({str(r.get("out")) for r in runs if r.get("out")})
+    if outs:
+        console.print("metrics.jsonl, result.json and checkpoints in " + ", ".join(escape(o) for o in outs))

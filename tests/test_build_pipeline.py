@@ -4,7 +4,6 @@ resume after SIGKILL with identical bytes, and a 2-process gloo torchrun build."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,8 +21,7 @@ from hellopack.data import SyntheticConfig
 from hellopack.errors import HellopackError
 from hellopack.progress import Reporter, Stage
 
-SYN = SyntheticConfig(num_classes=4, per_class=12, test_per_class=4, image_size=32)
-CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+from helpers_build import CHILD_ENV, SYN, TINY_BUILD  # shared with the CLI fault-injection tests
 
 
 
@@ -55,9 +53,7 @@ def teachers_dir(tmp_path_factory) -> Path:
 
 def config(tmp: Path, tdir: Path, **kw) -> BuildConfig:
     base = dict(recipe="synthetic", out=str(tmp / "out.hellopack"), workdir=str(tmp / "work"), synthetic=SYN,
-                ipc=1, factor=2, n_real=6, m_crops=3, teachers_dir=str(tdir), base="hellopack-tiny-rn",
-                pretrained=None, templates="simple", rank_encoder=2, fit_epochs=2, fit_batch_size=8,
-                update_steps=3, eval_batch_size=32, device="cpu")
+                teachers_dir=str(tdir), **TINY_BUILD)
     base.update(kw)
     return BuildConfig(**base)
 

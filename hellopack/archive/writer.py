@@ -130,6 +130,13 @@ class ArchiveWriter:
             compress_chunks([data], len(data), buf)
             blobs.append((name, buf.getvalue(), len(data), hashlib.sha256(data).hexdigest()))
 
+        try:
+            return self._write(path, m, blobs)
+        except OSError as e:  # the images' temporary file (atomic_output handles the archive's own)
+            raise ArchiveError("file", f"cannot write '{path.name}' ({e.strerror or e}); "
+                                       "free space or choose another path") from None
+
+    def _write(self, path: Path, m: dict[str, Any], blobs: list[tuple[str, bytes, int, str]]) -> Path:
         with tempfile.TemporaryFile(dir=path.parent) as img:
             sha = hashlib.sha256()
 

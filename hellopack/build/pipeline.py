@@ -12,6 +12,8 @@ scoring, finishes the update and the archive while the other processes return.
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import json
 import os
@@ -91,6 +93,7 @@ class _Build:
             if self.info.is_main:
                 _check_output(Path(self.cfg.out))
                 created = self.wd.create()
+                _remove_stale_temporaries(Path(self.cfg.out))
             return self._run()
         except HellopackError:
             if created:
@@ -262,7 +265,7 @@ class _Build:
 
         sel_dir = self.wd.stage_dir("select")
         tmp = sel_dir / f".{CROPS_FILE}.partial"
-        crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(chosen.total(), 3, size, size))
+        crops = _open_memmap(tmp, "w+", (chosen.total(), 3, size, size), sel_dir / CROPS_FILE)
 
         def write(slot: int, crop: torch.Tensor) -> None:
             crops[slot] = crop.numpy()
@@ -299,7 +302,7 @@ class _Build:
                 start = int(state["done"])
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             start = 0
-        patches = np.lib.format.open_memmap(tmp, mode="r+" if start else "w+", dtype=np.uint8, shape=(n, 3, s, s))
+        patches = _open_memmap(tmp, "r+" if start else "w+", (n, 3, s, s), final)
 
         def features(x: torch.Tensor) -> torch.Tensor:
             with autocast(self.device):
@@ -392,6 +395,37 @@ def _read_tensors(path: Path) -> dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in st_load(path.read_bytes()).items()}
     except FileNotFoundError:
         raise HellopackError(f"work directory is missing '{path}'; delete '{path.parent.parent}' and rerun") from None
+
+
+def _open_memmap(path: Path, mode: str, shape: tuple[int, ...], final: Path) -> np.ndarray:
+    """A uint8 .npy memory map with its disk blocks reserved up front.
+
+    A sparse memory-mapped file that the disk cannot back kills the process with SIGBUS on
+    the first write into it; reserving the blocks turns a full disk into ENOSPC here.
+    """
+    try:
+        arr = np.lib.format.open_memmap(path, mode=mode, dtype=np.uint8, shape=shape)
+        if hasattr(os, "posix_fallocate"):
+            with open(path, "r+b") as f:
+                try:
+                    os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+                except OSError as e:
+                    if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):  # those: cannot reserve here
+                        raise
+    except OSError as e:
+        if mode == "w+":
+            path.unlink(missing_ok=True)
+        raise HellopackError(f"cannot write '{final}': {e.strerror or e}; "
+                             "free space or pass another --workdir") from None
+    return arr
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete ``.<archive name>.<random>.tmp`` files beside ``out``: archive writes cut short by a kill."""
+    parent = out.parent if str(out.parent) else Path(".")
+    for tmp in parent.glob(glob.escape(f".{out.name}.") + "*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
 
 
 def _check_output(out: Path) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from array import array
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -33,6 +33,8 @@ SPLIT_NAMES = ("train", "val", "validation", "test")
 # Which sub-folder serves a requested split, in order of preference.
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "test"), "test": ("test", "val", "validation")}
 SMALL_IMAGE_MAX = 64
+MIN_NATURAL_SIZE = 8  # smaller images (icons, 1x1 spacers) never set a folder's natural size
+NATURAL_SIZE_PROBES = 32  # images looked at (headers only) to find it
 # Unknown photo collections get ImageNet statistics (timm's default for any RGB data).
 FOLDER_MEAN = (0.485, 0.456, 0.406)
 FOLDER_STD = (0.229, 0.224, 0.225)  # square images up to this size are "CIFAR-like": natural size, crop_pct 1
@@ -176,7 +178,7 @@ class FolderSource(ImageSource):
         self._offsets = np.frombuffer(offsets.tobytes(), dtype=np.int64)
         self._starts = np.asarray(starts, dtype=np.int64)
         counts = np.diff(self._starts)
-        natural, crop_pct = _natural_size(self._path(0))
+        natural, crop_pct = _natural_size(self._path(i) for i in range(min(int(self._starts[-1]), NATURAL_SIZE_PROBES)))
         self.crop_pct = crop_pct
         n = int(self._starts[-1])
         super().__init__(
@@ -220,15 +222,23 @@ class FolderSource(ImageSource):
         return out
 
 
-def _natural_size(first: bytes) -> tuple[int, float]:
-    """Small square images (CIFAR-like exports) keep their size; photos default to 224."""
-    try:
-        with Image.open(first) as img:
-            w, h = img.size
-    except Exception:  # noqa: BLE001 - a bad first file is counted later, not fatal here
+def _natural_size(paths: Iterable[bytes]) -> tuple[int, float]:
+    """Small square images (CIFAR-like exports) keep their size; photos default to 224.
+
+    Decided by the first readable image of at least MIN_NATURAL_SIZE px: one stray icon or
+    broken file sorted first must not set the size of the whole build.
+    """
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+        except Exception:  # noqa: BLE001 - a bad file is counted later, not fatal here
+            continue
+        if min(w, h) < MIN_NATURAL_SIZE:
+            continue
+        if w == h and w <= SMALL_IMAGE_MAX:
+            return w, 1.0
         return 224, 0.875
-    if w == h and w <= SMALL_IMAGE_MAX:
-        return w, 1.0
     return 224, 0.875
 
 

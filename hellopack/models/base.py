@@ -276,7 +276,13 @@ def _unpickler_reason(e: Exception) -> str:
     text = str(e)
     _, _, tail = text.partition("WeightsUnpickler error:")
     lines = [ln.strip() for ln in (tail or text).splitlines() if ln.strip()]
+    # Without that marker (e.g. "unsupported GLOBAL posix.system") skip torch's preamble, which
+    # suggests weights_only=False: exactly what must not be done with this file.
+    lines = [ln for ln in lines if not ln.startswith(_TORCH_PREAMBLE)] or lines
     return lines[0][:160] if lines else type(e).__name__
+
+
+_TORCH_PREAMBLE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 
 def strip_prefixes(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -39,6 +39,9 @@ class Checkpoint:
 def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
          scheduler: Any, rng: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    for name in (TENSORS, META):  # temporaries of a save cut short by a kill (".<name>.<random>.tmp")
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         tensors[f"model.{k}"] = _cpu(v)

@@ -6,7 +6,7 @@ import typer
 
 import hellopack
 
-from . import build_cmd, demo_cmd, inspect_cmd, later_cmd, pretrain_cmd, teach_cmd, train_cmd
+from . import build_cmd, continual_cmd, demo_cmd, inspect_cmd, pretrain_cmd, teach_cmd, train_cmd
 
 app = typer.Typer(
     name="hellopack",
@@ -49,7 +49,9 @@ app.command("train")(train_cmd.train)
 app.command("teach")(teach_cmd.teach)
 app.command("demo")(demo_cmd.demo)
 app.command("pretrain-base")(pretrain_cmd.pretrain_base)
-later_cmd.register(app)
+eval_app = typer.Typer(help="Evaluate an archive beyond plain training.", no_args_is_help=True)
+eval_app.command("continual")(continual_cmd.continual)
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:

@@ -14,10 +14,12 @@ import hashlib
 import io
 import json
 import math
+import os
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -40,30 +42,66 @@ from hellopack.train.losses import student_loss
 
 def train(cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     """Train ``cfg.seeds`` students; return result.json's content (a mean/std summary for several seeds)."""
-    device = devices.resolve_device(cfg.device)
+    with distributed_run(cfg.device) as (device, info):
+        return _train(cfg, reporter if info.is_main else NULL, device, info)
+
+
+@contextmanager
+def distributed_run(device_spec: str) -> Iterator[tuple[torch.device, dist.DistInfo]]:
+    """Resolve the device and join torchrun's process group (if launched by it) for the duration of a run."""
+    device = devices.resolve_device(device_spec)
     owns_group = dist.launched_by_torchrun() and not torch.distributed.is_initialized()
     info = dist.init(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", info.local_rank)  # one GPU per process under torchrun
     try:
-        return _train(cfg, reporter if info.is_main else NULL, device, info)
+        yield device, info
     finally:
         if owns_group:
             dist.cleanup()
 
 
+def train_student(cfg: TrainConfig, recipe: Recipe, *, manifest: dict, archive_path: str, images: torch.Tensor,
+                  labels: torch.Tensor, labeler: Labeler, evaluator: Evaluator, out: Path, device: torch.device,
+                  info: dist.DistInfo, reporter: Reporter = NULL, num_classes: int | None = None,
+                  identity_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one student (seed ``cfg.seed``) on already prepared pieces into ``out``; result.json's content.
+
+    For callers that train on a part of an archive (``hellopack eval continual``): ``labels``
+    are 0..num_classes-1 (default: the manifest's class count), ``labeler`` and ``evaluator``
+    must speak the same classes, and ``identity_extra`` joins the checkpoint identity so a
+    resume refuses a checkpoint made for another part. Resume rules are train's.
+    """
+    run = _Run(cfg=cfg, recipe=recipe, manifest=manifest, archive_path=archive_path, images=images, labels=labels,
+               labeler=labeler, evaluator=evaluator, device=device, info=info, reporter=reporter,
+               num_classes=num_classes, identity_extra=identity_extra)
+    return run.one_seed(cfg.seed, out)
+
+
+def manifest_sha256(manifest: dict) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def run_identity(cfg: TrainConfig, recipe: Recipe, manifest_sha: str, seed: int,
+                 identity_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed (stored in its meta)."""
+    return {"arch": cfg.arch, "seed": seed, "recipe": recipe.to_json(), "archive_manifest_sha256": manifest_sha,
+            **(identity_extra or {})}
+
+
 def _train(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dist.DistInfo) -> dict[str, Any]:
-    archive = _open_archive(cfg, reporter, info)
+    archive = open_run_archive(cfg, reporter, info)
     manifest = archive.manifest
     recipe = cfg.resolve(manifest)
     classes = manifest.get("classes") or []
     num_classes = len(classes)
-    _check_arch(cfg.arch, num_classes, recipe)
+    check_arch(cfg.arch, num_classes, recipe)
     _check_batch_size(int((manifest.get("images") or {}).get("count", 0)), recipe.batch_size, cfg.drop_last,
                       info.world_size)
     out_root = Path(cfg.out) if cfg.out else Path.cwd() / f"{Path(archive.path).stem}-{cfg.arch}"
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     outs = [out_root if len(seeds) == 1 else out_root / f"seed-{seed}" for seed in seeds]
+    check_run_folder(out_root)
     if not cfg.resume:  # fail before minutes of loading, not after
         for out in outs:
             if ckpt.exists(out / "checkpoints"):
@@ -97,7 +135,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dis
 
 # ---- setup -------------------------------------------------------------------------------------
 
-def _open_archive(cfg: TrainConfig, reporter: Reporter, info: dist.DistInfo) -> Any:
+def open_run_archive(cfg: TrainConfig, reporter: Reporter, info: dist.DistInfo) -> Any:
     from hellopack.archive import open_archive
 
     # one download per machine: local rank 0 fetches, the others then hit the cache
@@ -116,7 +154,7 @@ def _open_archive(cfg: TrainConfig, reporter: Reporter, info: dist.DistInfo) -> 
     return open_archive(path)
 
 
-def _check_arch(arch: str, num_classes: int, recipe: Recipe) -> None:
+def check_arch(arch: str, num_classes: int, recipe: Recipe) -> None:
     """Unknown architectures fail now, not after the images are loaded (built on the meta device: no memory)."""
     from hellopack.models.students import build_student
 
@@ -236,17 +274,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps
 class _Run:
     def __init__(self, *, cfg: TrainConfig, recipe: Recipe, manifest: dict, archive_path: str, images: torch.Tensor,
                  labels: torch.Tensor, labeler: Labeler, evaluator: Evaluator, device: torch.device,
-                 info: dist.DistInfo, reporter: Reporter) -> None:
+                 info: dist.DistInfo, reporter: Reporter, num_classes: int | None = None,
+                 identity_extra: dict[str, Any] | None = None) -> None:
         self.cfg, self.recipe, self.manifest, self.archive_path = cfg, recipe, manifest, archive_path
         self.images, self.labels, self.labeler, self.evaluator = images, labels, labeler, evaluator
         self.device, self.info, self.reporter = device, info, reporter
-        self.num_classes = len(manifest["classes"])
-        self.manifest_sha256 = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        self.num_classes = len(manifest["classes"]) if num_classes is None else num_classes
+        self.identity_extra = identity_extra
+        self.manifest_sha256 = manifest_sha256(manifest)
 
     def identity(self, seed: int) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed."""
-        return {"arch": self.cfg.arch, "seed": seed, "recipe": self.recipe.to_json(),
-                "archive_manifest_sha256": self.manifest_sha256}
+        return run_identity(self.cfg, self.recipe, self.manifest_sha256, seed, self.identity_extra)
 
     def one_seed(self, seed: int, out: Path) -> dict[str, Any]:
         from hellopack.models.students import build_student
@@ -255,7 +294,11 @@ class _Run:
         ck_dir = out / "checkpoints"
         resumed = self._load_checkpoint(ck_dir, seed)
         if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise HellopackError(f"--out '{out}' cannot be created ({e.strerror or e}); "
+                                     "choose another --out") from None
 
         fmt = devices.memory_format(device)
         with torch.random.fork_rng(devices=_cuda(device)):  # the caller's RNG is left as it was
@@ -457,6 +500,19 @@ def summarize(results: list[dict[str, Any]], cfg: TrainConfig, recipe: Recipe) -
 
 
 # ---- small helpers -----------------------------------------------------------------------------
+
+def check_run_folder(out: Path) -> None:
+    """An --out that cannot become a folder fails now, not after minutes of loading; nothing is created."""
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent  # the nearest existing ancestor is where the folder would be created
+    if probe == out and not out.is_dir():
+        raise HellopackError(f"--out '{out}' is a file; name a folder for the run")
+    if not probe.is_dir():
+        raise HellopackError(f"--out '{out}' cannot be created: '{probe}' is a file; choose another --out")
+    if not os.access(probe, os.W_OK):
+        raise HellopackError(f"--out '{out}': folder '{probe}' is not writable; choose another --out")
+
 
 def _cuda(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +36,21 @@ from hellopack.data.types import ImageSource, SkipReport
 from hellopack.errors import HellopackError
 
 SHUFFLE_BUFFER = 512  # undecoded samples held for streaming sources (about 60 MB of ImageNet JPEGs)
+
+T = TypeVar("T")
+
+
+def buffered_shuffle(items: Iterable[T], rng: random.Random, size: int = SHUFFLE_BUFFER) -> Iterator[T]:
+    """Shuffle a stream through a bounded buffer (webdataset's shuffle stage): memory stays flat."""
+    buffer: list[T] = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) >= size:
+            k = rng.randrange(len(buffer))
+            buffer[k], buffer[-1] = buffer[-1], buffer[k]
+            yield buffer.pop()
+    rng.shuffle(buffer)
+    yield from buffer
 
 
 def _mix(*parts: int) -> int:
@@ -116,16 +131,7 @@ class _Batches(IterableDataset):
         if not self.train:
             yield from entries
             return
-        rng = random.Random(_mix(self.seed, self.epoch, self.rank, wid))
-        buffer: list[tuple[int, Any]] = []
-        for item in entries:
-            buffer.append(item)
-            if len(buffer) >= SHUFFLE_BUFFER:
-                k = rng.randrange(len(buffer))
-                buffer[k], buffer[-1] = buffer[-1], buffer[k]
-                yield buffer.pop()
-        rng.shuffle(buffer)
-        yield from buffer
+        yield from buffered_shuffle(entries, random.Random(_mix(self.seed, self.epoch, self.rank, wid)))
 
     def _batches(self, view: ImageSource, items: Iterator[tuple[int, Any]]) -> Iterator[tuple[Any, ...]]:
         tf = (train_transform if self.train else eval_transform)(self.size, view.crop_pct)

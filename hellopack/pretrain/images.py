@@ -17,6 +17,7 @@ count nor timing. Batches are cut from the stream of good images (bad files are 
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any, Callable, Iterator
 
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from hellopack.data.loader import buffered_shuffle
 from hellopack.data.types import ImageSource, SkipReport
 from hellopack.errors import HellopackError
 from hellopack.pretrain.augment import two_views
@@ -66,18 +68,9 @@ class UnlabeledImages:
         mine = self._src.shard(rank, world)
         capped = self.max_images is not None
         entries = mine.iter_entries(None if capped else mix(seed, epoch))
-        rng = random.Random(mix(seed, epoch, rank))
-        buffer: list[tuple[int, Any]] = []
-        for pos, entry in entries:
-            if capped and pos >= self.max_images:
-                break  # natural order: positions only grow
-            buffer.append((pos, entry))
-            if len(buffer) >= SHUFFLE_BUFFER:
-                k = rng.randrange(len(buffer))
-                buffer[k], buffer[-1] = buffer[-1], buffer[k]
-                yield buffer.pop()
-        rng.shuffle(buffer)
-        yield from buffer
+        if capped:  # natural order: positions only grow, so stop at the first one past the cap
+            entries = itertools.takewhile(lambda e: e[0] < self.max_images, entries)
+        yield from buffered_shuffle(entries, random.Random(mix(seed, epoch, rank)), SHUFFLE_BUFFER)
 
     def decode(self, view: ImageSource, entry: Any) -> Image.Image | None:
         """The image of one entry (None for a bad file, counted in ``view.skipped``)."""

@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -266,15 +266,11 @@ class _Build:
         sel_dir = self.wd.stage_dir("select")
         tmp = sel_dir / f".{CROPS_FILE}.partial"
         crops = _open_memmap(tmp, "w+", (chosen.total(), 3, size, size), sel_dir / CROPS_FILE)
-
-        def write(slot: int, crop: torch.Tensor) -> None:
-            crops[slot] = crop.numpy()
-
         with self.rep.stage("select: extract crops", total=len({x for ks in chosen.key for x in ks}),
                             unit="img") as bar:
-            extract_crops(((s.key, s.image) for s in full), chosen, spec, write, on_image=bar.advance)
+            extract_crops(((s.key, s.image) for s in full), chosen, spec, _slot_writer(crops), on_image=bar.advance)
         crops.flush()
-        del crops
+        del crops  # unmap before the rename
         os.replace(tmp, sel_dir / CROPS_FILE)
         self.wd.mark("select", key, {"chosen": chosen.to_json()})
         return chosen, key
@@ -436,3 +432,11 @@ def _check_output(out: Path) -> None:
         raise HellopackError(f"output folder '{parent}' is not writable; choose another --out")
     if out.is_dir():
         raise HellopackError(f"--out '{out}' is a folder; name the archive file, e.g. {out / 'data.hellopack'}")
+
+
+def _slot_writer(out: np.ndarray) -> Callable[[int, torch.Tensor], None]:
+    """extract_crops' sink: crop tensors into their slots of the (memory-mapped) crops array."""
+    def write(slot: int, crop: torch.Tensor) -> None:
+        out[slot] = crop.numpy()
+
+    return write

@@ -35,4 +35,23 @@ class Reporter:
         pass
 
 
+class RecordingReporter(Reporter):
+    """Keeps every stage (name, total, unit) and message: for tests and scripts that check progress."""
+
+    def __init__(self) -> None:
+        self.stages: list[tuple[str, int | None, str]] = []
+        self.messages: list[str] = []
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [name for name, _, _ in self.stages]
+
+    def stage(self, name: str, total: int | None = None, unit: str = "it") -> Stage:
+        self.stages.append((name, total, unit))
+        return Stage()
+
+    def info(self, message: str) -> None:
+        self.messages.append(message)
+
+
 NULL = Reporter()

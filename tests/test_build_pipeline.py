@@ -19,35 +19,23 @@ from hellopack.build import BuildConfig, build
 from hellopack.build.teach import TeachConfig, load_trajectory, resolve_arch, teach
 from hellopack.data import SyntheticConfig
 from hellopack.errors import HellopackError
-from hellopack.progress import Reporter, Stage
+from hellopack.progress import RecordingReporter, Stage
 
 from helpers_build import CHILD_ENV, SYN, TINY_BUILD  # shared with the CLI fault-injection tests
 
 
 
 
-class Recorder(Reporter):
-    def __init__(self) -> None:
-        self.stages: list[str] = []
-        self.notes: list[str] = []
-
-    def stage(self, name, total=None, unit="it"):
-        self.stages.append(name)
-        return Stage()
-
-    def info(self, message):
-        self.notes.append(message)
-
 
 @pytest.fixture(scope="module")
 def teachers_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("teach")
-    rec = Recorder()
+    rec = RecordingReporter()
     traj = teach(TeachConfig(recipe="synthetic", out=str(out), arch="convnet", epochs=2, keep_every=1,
                              batch_size=16, synthetic=SYN, device="cpu"), rec)
     assert [c["epoch"] for c in traj["checkpoints"]] == [1, 2]
     assert all(0.0 <= c["val_top1"] <= 1.0 for c in traj["checkpoints"])
-    assert rec.stages == ["teach convnet"]
+    assert rec.stage_names == ["teach convnet"]
     return out
 
 
@@ -89,10 +77,10 @@ def test_load_trajectory_errors(tmp_path):
 
 def test_build_archive_contents_and_stage_skipping(tmp_path, teachers_dir):
     cfg = config(tmp_path, teachers_dir)
-    first = Recorder()
+    first = RecordingReporter()
     path = build(cfg, first)
     assert path == Path(cfg.out)
-    assert first.stages == ["projector: text head (4 classes x 7 templates)", "fit projector", "fidelity", "select: score crops", "select: extract crops",
+    assert first.stage_names == ["projector: text head (4 classes x 7 templates)", "fit projector", "fidelity", "select: score crops", "select: extract crops",
                             "update images", "write archive"]
     archive = open_archive(path)
     report = archive.verify()
@@ -115,19 +103,19 @@ def test_build_archive_contents_and_stage_skipping(tmp_path, teachers_dir):
     assert prompts["classnames"] == ["circle", "square", "triangle", "cross"] and len(prompts["templates"]) == 7
     original = path.read_bytes()
 
-    again = Recorder()
+    again = RecordingReporter()
     build(cfg, again)
-    assert again.stages[1:] == ["write archive"]
-    assert "fit: done earlier, reusing the fitted projector" in again.notes
+    assert again.stage_names[1:] == ["write archive"]
+    assert "fit: done earlier, reusing the fitted projector" in again.messages
     assert path.read_bytes() == original
 
-    changed = Recorder()
+    changed = RecordingReporter()
     build(config(tmp_path, teachers_dir, update_lr=0.05), changed)
-    assert changed.stages[1:] == ["update images", "write archive"]
+    assert changed.stage_names[1:] == ["update images", "write archive"]
     assert path.read_bytes() != original
 
 
-class StopIn(Recorder):
+class StopIn(RecordingReporter):
     """Raises after ``n`` advances of stage ``name``, like a kill in the middle of that stage."""
 
     def __init__(self, name: str, n: int) -> None:
@@ -157,7 +145,7 @@ def test_interrupted_update_continues_where_it_stopped(tmp_path, teachers_dir):
     assert not Path(cfg.out).exists()
     rerun = StopIn("update images", 0)
     build(cfg, rerun)
-    assert rerun.stages[1:] == ["update images", "write archive"]
+    assert rerun.stage_names[1:] == ["update images", "write archive"]
     assert rerun.advances == [2] + [1] * 14  # 16 patches (4 images x 2 x 2), two done before the stop
     interrupted = Path(cfg.out).read_bytes()
     build(config(tmp_path, teachers_dir, eval_batch_size=1, workdir=str(tmp_path / "b")))
@@ -165,12 +153,12 @@ def test_interrupted_update_continues_where_it_stopped(tmp_path, teachers_dir):
 
 
 def test_allow_short_takes_what_exists_and_no_update_only_downsamples(tmp_path, teachers_dir):
-    rec = Recorder()
+    rec = RecordingReporter()
     path = build(config(tmp_path, teachers_dir, ipc=4, n_real=16, allow_short=True, update=False), rec)
     m = open_archive(path).manifest
     assert m["images"]["count"] == 12 and m["images"]["ipc"] == 4  # 12 crops per class fill 3 images of 4 patches
-    assert any(n.startswith("allow-short: 4 classes have fewer images than needed ('circle' 12/16") for n in rec.notes)
-    assert "downsample patches" in rec.stages and "update images" not in rec.stages
+    assert any(n.startswith("allow-short: 4 classes have fewer images than needed ('circle' 12/16") for n in rec.messages)
+    assert "downsample patches" in rec.stage_names and "update images" not in rec.stage_names
 
 
 def test_bad_input_is_one_clear_error(tmp_path, teachers_dir):

@@ -14,23 +14,11 @@ from typer.testing import CliRunner
 from hellopack.continual import ContinualConfig, continual
 from hellopack.continual.split import seeded_order
 from hellopack.errors import HellopackError
-from hellopack.progress import Reporter
+from hellopack.progress import RecordingReporter
 from hellopack.train import TrainConfig
 from hellopack_cli import continual_cmd
 from test_train_kit import demo_archive, demo_val  # noqa: F401
 
-
-class Recorder(Reporter):
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self.stages: list[str] = []
-
-    def stage(self, name, total=None, unit="it"):
-        self.stages.append(name)
-        return super().stage(name, total, unit)
-
-    def info(self, message: str) -> None:
-        self.messages.append(message)
 
 
 def config(archive: Path, val: Path, out: Path, **kw) -> ContinualConfig:
@@ -84,13 +72,13 @@ def test_resume_skips_finished_steps_and_retrains_the_missing_one(finished, tmp_
     out = tmp_path / "run"
     shutil.copytree(src, out)
     shutil.rmtree(out / "projector" / "step-2")  # as if killed before step 2's projector run
-    rec = Recorder()
+    rec = RecordingReporter()
     after = continual(config(demo_archive, demo_val, out, resume=True), rec)
     skipped = [m for m in rec.messages if m.endswith("finished earlier, skipped")]
     assert skipped == ["step 1/2 (projector labels, 2 classes, 20 images): finished earlier, skipped",
                        "step 1/2 (hard labels, 2 classes, 20 images): finished earlier, skipped",
                        "step 2/2 (hard labels, 4 classes, 40 images): finished earlier, skipped"]
-    assert rec.stages.count("train") == 1  # only the missing run trained
+    assert rec.stage_names.count("train") == 1  # only the missing run trained
     for s in ("projector", "hard"):
         assert [r["top1"] for r in after["runs"][s]] == [r["top1"] for r in before["runs"][s]]  # CPU: bit-exact
         assert [r["skipped_on_resume"] for r in after["runs"][s]] == ([True, False] if s == "projector" else [True, True])

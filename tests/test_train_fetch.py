@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from hellopack.errors import HellopackError
-from hellopack.progress import Reporter
+from hellopack.progress import RecordingReporter
 from hellopack.train.fetch import cached_path, resolve_archive
 from test_train_kit import demo_archive, small_archive  # noqa: F401  (session fixtures)
 
@@ -45,25 +45,13 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
         httpd.server_close()
 
 
-class Recorder(Reporter):
-    def __init__(self) -> None:
-        self.stages: list[tuple[str, int | None, str]] = []
-        self.messages: list[str] = []
-
-    def stage(self, name, total=None, unit="it"):
-        self.stages.append((name, total, unit))
-        return super().stage(name, total, unit)
-
-    def info(self, message: str) -> None:
-        self.messages.append(message)
-
 
 def test_url_downloads_verifies_and_is_reused_from_cache(server, demo_archive, tmp_path: Path) -> None:  # noqa: F811
     base, root, requests = server
     shutil.copy(demo_archive, root / "demo.hellopack")
     digest = hashlib.sha256(demo_archive.read_bytes()).hexdigest()
     url = f"{base}/demo.hellopack#sha256={digest}"
-    rec = Recorder()
+    rec = RecordingReporter()
     p = resolve_archive(url, tmp_path / "cache", rec)
     assert p == cached_path(url, tmp_path / "cache") and p.name == "demo.hellopack"
     assert p.read_bytes() == demo_archive.read_bytes()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hellopack.errors import HellopackError
-from hellopack.progress import Reporter
+from hellopack.progress import RecordingReporter
 from hellopack.train import TrainConfig, train
 from hellopack.train import checkpoint as ckpt
 from test_train_kit import (CLASS_IDS, demo_archive, demo_val, model_tensors, read_json,  # noqa: F401
@@ -20,18 +20,6 @@ from test_train_kit import (CLASS_IDS, demo_archive, demo_val, model_tensors, re
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-class Recorder(Reporter):
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self.stages: list[tuple[str, int | None, str]] = []
-
-    def stage(self, name, total=None, unit="it"):
-        self.stages.append((name, total, unit))
-        return super().stage(name, total, unit)
-
-    def info(self, message: str) -> None:
-        self.messages.append(message)
 
 
 def cfg(archive: Path, out: Path, **kw) -> TrainConfig:
@@ -47,7 +35,7 @@ def test_two_epochs_plus_resume_plus_two_equals_four_straight(small_archive: Pat
     first = train(cfg(small_archive, tmp_path / "b", max_steps=4, **common))  # 2 steps/epoch: killed after epoch 2
     assert first["stopped_early"] and first["epoch"] == 2
     assert read_json(tmp_path / "b" / "checkpoints" / "last.json")["meta"]["epoch"] == 2
-    rec = Recorder()
+    rec = RecordingReporter()
     resumed = train(cfg(small_archive, tmp_path / "b", resume=True, **common), rec)
     assert any(m.startswith("resuming") and m.endswith("at epoch 2/4 (step 4)") for m in rec.messages)
     a, b = model_tensors(tmp_path / "a"), model_tensors(tmp_path / "b")
@@ -75,7 +63,7 @@ def test_workers_give_the_same_batches(small_archive: Path, tmp_path: Path) -> N
 def test_outputs_without_val_say_they_are_not_a_test_accuracy(small_archive: Path, tmp_path: Path,  # noqa: F811
                                                               monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    rec = Recorder()
+    rec = RecordingReporter()
     res = train(TrainConfig(archive=str(small_archive), arch="convnet", device="cpu", epochs=2, eval_every=1), rec)
     out = tmp_path / "demo-convnet"  # default: <archive stem>-<arch> in the working directory
     assert res == read_json(out / "result.json")
@@ -146,7 +134,7 @@ def test_base_fingerprint_mismatch_is_refused(tmp_path_factory, tmp_path: Path) 
     assert str(e.value) == (f"base model fingerprint {actual} does not match the archive's {bad} "
                             "(hellopack-tiny-rn); pass the CLIP weights the archive was built with "
                             "(--clip-weights FILE) or --allow-base-mismatch to use these anyway")
-    rec = Recorder()
+    rec = RecordingReporter()
     res = train(cfg(archive, tmp_path / "y", allow_base_mismatch=True, max_steps=1), rec)
     assert res["timing"]["steps"] == 1
     assert any(m.startswith(f"warning: base model fingerprint {actual} does not match") for m in rec.messages)

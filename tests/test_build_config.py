@@ -48,6 +48,9 @@ def test_unknown_key_names_close_valid_ones(tmp_path):
      "--crop-scale must be two numbers 0 < min <= max <= 1, got 0.9 0.2"),
     ('recipe = "a"\nout = "x"\nteachers = ["resnet18"]\n',
      "teacher 'resnet18' must be ARCH:CHECKPOINT or ARCH:WEIGHTS_NAME, e.g. resnet18:ckpt.pt"),
+    ('recipe = "a"\nout = "x"\n[refine]\nsteps = -5\n', "--refine-steps must be 0 or more, got -5"),
+    ('recipe = "a"\nout = "x"\nrefine_batch_size = 1\n',
+     "--refine-batch-size must be 2 or more (CutMix mixes pairs), got 1"),
     ('out = "x"\n', "build config needs 'recipe'; pass it as a flag or in the config file"),
     ('recipe = "a"\nout = "x"\nipc = \n', "config file '{path}' is not valid TOML"),
 ])

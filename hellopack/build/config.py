@@ -69,6 +69,10 @@ class BuildConfig:
     update: bool = True
     update_steps: int = 100
     update_lr: float = 0.01
+    # --- refine: continue the fit on the archive's own training views (0 steps = off, the paper's method)
+    refine_steps: int = 0
+    refine_lr: float | None = None  # default: fit_lr
+    refine_batch_size: int = 100
     # --- runtime
     eval_batch_size: int = 128  # crop scoring, image update and fidelity batches
     seed: int = 0
@@ -258,6 +262,9 @@ def _validate(c: BuildConfig) -> None:
     lo, hi = c.crop_scale
     need(0 < lo <= hi <= 1, f"--crop-scale must be two numbers 0 < min <= max <= 1, got {lo} {hi}")
     need(c.update_steps >= 0, f"--update-steps must be 0 or more, got {c.update_steps}")
+    need(c.refine_steps >= 0, f"--refine-steps must be 0 or more, got {c.refine_steps}")
+    need(c.refine_lr is None or c.refine_lr > 0, f"--refine-lr must be positive, got {c.refine_lr}")
+    need(c.refine_batch_size >= 2, f"--refine-batch-size must be 2 or more (CutMix mixes pairs), got {c.refine_batch_size}")
     need(c.update_lr > 0, f"--update-lr must be positive, got {c.update_lr}")
     need(c.eval_batch_size >= 1, f"--eval-batch-size must be 1 or more, got {c.eval_batch_size}")
     need(c.workers >= 0, f"--workers must be 0 or more, got {c.workers}")

@@ -122,8 +122,10 @@ class _Build:
         chosen, select_key = self.select(proj, splits, size, factor, k, fit_key)
         if not self.info.is_main:
             return out
-        patches = self.update(proj, size, factor, chosen, select_key)
-        return self.write(out, splits, scan, proj, chosen, patches, size, factor, fidelity)
+        patches, update_key = self.update(proj, size, factor, chosen, select_key)
+        images = DistilledImages(chosen, patches, cfg.ipc, factor)
+        fidelity = self.refine(proj, splits, specs, size, factor, images, update_key, fit_key) or fidelity
+        return self.write(out, splits, scan, proj, images, size, factor, fidelity)
 
     def scan(self, splits: Splits) -> tuple[dict[str, Any], str]:
         cfg = self.cfg
@@ -275,7 +277,8 @@ class _Build:
         self.wd.mark("select", key, {"chosen": chosen.to_json()})
         return chosen, key
 
-    def update(self, proj: _Projector, size: int, factor: int, chosen: Chosen, select_key: str) -> np.ndarray:
+    def update(self, proj: _Projector, size: int, factor: int, chosen: Chosen,
+               select_key: str) -> tuple[np.ndarray, str]:
         cfg = self.cfg
         do = cfg.update and factor > 1 and cfg.update_steps > 0
         parts = {"update": do, "steps": cfg.update_steps if do else 0, "lr": cfg.update_lr if do else 0}
@@ -283,7 +286,7 @@ class _Build:
         up_dir = self.wd.stage_dir("update")
         final = up_dir / PATCHES_FILE
         if self.wd.done("update", key) is not None:
-            return np.load(final, mmap_mode="r")
+            return np.load(final, mmap_mode="r"), key
         crops = np.load(self.wd.root / "select" / CROPS_FILE, mmap_mode="r")
         n, s = crops.shape[0], size // factor
         if cfg.update and factor == 1:
@@ -321,13 +324,62 @@ class _Build:
         os.replace(tmp, final)
         progress.unlink(missing_ok=True)
         self.wd.mark("update", key, {"patches": n, "updated": do})
-        return np.load(final, mmap_mode="r")
+        return np.load(final, mmap_mode="r"), key
 
-    def write(self, out: Path, splits: Splits, scan: dict[str, Any], proj: _Projector, chosen: Chosen,
-              patches: np.ndarray, size: int, factor: int, fidelity: dict[str, Any] | None) -> Path:
+    def refine(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int,
+               images: "DistilledImages", update_key: str, fit_key: str) -> dict[str, Any] | None:
+        """Optional: continue the LoRA fit on the archive's own training views; returns the new fidelity."""
+        from hellopack.build.fit import fidelity
+        from hellopack.build.refine import RefineParams, refine_projector
+        from hellopack.build.teachers import load_ensemble
+        from hellopack.data import make_loader
+        from hellopack.train.augment import AugmentConfig
+        from hellopack.train.config import SMALL_IMAGE_CROP_SCALE, SMALL_IMAGE_MAX
+
+        cfg = self.cfg
+        if cfg.refine_steps == 0:
+            return None
+        params = RefineParams(steps=cfg.refine_steps, lr=cfg.refine_lr if cfg.refine_lr is not None else cfg.fit_lr,
+                              weight_decay=cfg.fit_weight_decay, batch_size=cfg.refine_batch_size, lam=cfg.lam,
+                              seed=cfg.seed)
+        # The views `train` will draw with this archive's recipe (TrainConfig's crop scale rule).
+        aug = AugmentConfig(size=size, num_classes=len(splits.full.classes),
+                            crop_scale=SMALL_IMAGE_CROP_SCALE if size <= SMALL_IMAGE_MAX else (0.08, 1.0),
+                            factor=factor, patch_shuffle=_patch_shuffle(cfg, factor), mix=cfg.train_mix)
+        parts = {"steps": params.steps, "lr": params.lr, "weight_decay": params.weight_decay,
+                 "batch_size": params.batch_size, "lam": params.lam, "seed": params.seed,
+                 "augment": {"crop_scale": list(aug.crop_scale), "factor": factor,
+                             "patch_shuffle": aug.patch_shuffle, "mix": aug.mix},
+                 "fit": fit_key}
+        key = stage_key("refine", parts, update_key)
+        ref_dir = self.wd.stage_dir("refine")
+        done = self.wd.done("refine", key)
+        if done is not None:
+            state = _read_tensors(ref_dir / LORA_FILE)
+            proj.model.load_lora_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+            self.rep.info("refine: done earlier, reusing the refined projector")
+            return done["fidelity"]
+        full = splits.full
+        teachers = load_ensemble(specs, len(full.classes), size, full.mean, full.std, self.device, self.mf)
+        result = refine_projector(proj.model, teachers, images, images.labels, aug, params, self.device, self.rep)
+        evals = make_loader(splits.eval, size, cfg.eval_batch_size, train=False, seed=cfg.seed,
+                            num_workers=cfg.workers)
+        report = fidelity(proj.model, teachers, evals, self.device, self.rep, total=splits.eval.num_samples,
+                          memory_format=self.mf)
+        report.update(eval=splits.eval_kind, **{k: result[k] for k in ("views_agreement_before",
+                                                                      "views_agreement_after")})
+        tensors = {k: v.cpu().contiguous() for k, v in proj.model.lora_state_dict().items()}
+        atomic_write_bytes(ref_dir / LORA_FILE, st_save(tensors))
+        self.wd.mark("refine", key, {"fidelity": report, **result})
+        self.rep.info(f"refine: agreement on unseen training views {result['views_agreement_before']:.1%} -> "
+                      f"{result['views_agreement_after']:.1%}; on {report['images']} held-out images "
+                      f"{report['agreement']:.1%}, projector top-1 {report['projector_top1']:.1%}")
+        return report
+
+    def write(self, out: Path, splits: Splits, scan: dict[str, Any], proj: _Projector, distilled: "DistilledImages",
+              size: int, factor: int, fidelity: dict[str, Any] | None) -> Path:
         cfg = self.cfg
         full = splits.full
-        labels, slots = patch_layout(chosen, cfg.ipc, factor)
         base = proj.base
         fid = None if fidelity is None else {k: fidelity[k] for k in
                                              ("agreement", "kl", "projector_top1", "teacher_top1", "images", "eval")}
@@ -335,35 +387,58 @@ class _Build:
             dataset={"name": full.name, "recipe": cfg.recipe, "source": str(cfg.data_dir or full.where),
                      "train_images": int(scan["train_images"])},
             classes=full.classes,
-            images={"count": len(labels), "ipc": cfg.ipc, "factor": factor, "size": size, "format": "png",
+            images={"count": len(distilled), "ipc": cfg.ipc, "factor": factor, "size": size, "format": "png",
                     "mean": list(full.mean), "std": list(full.std)},
             base=base,
             lora={"dtype": cfg.lora_dtype, "rank_encoder": cfg.rank_encoder, "rank_head": proj.model.rank_head,
                   "parameters": proj.model.num_lora_parameters(), "targets": proj.model.lora_layout()},
             recipe={"epochs": cfg.train_epochs, "optimizer": cfg.train_optimizer, "lr": cfg.train_lr,
                     "weight_decay": cfg.train_weight_decay, "schedule": cfg.train_schedule,
-                    "batch_size": cfg.resolved_train_batch_size(len(labels)), "loss": cfg.train_loss,
+                    "batch_size": cfg.resolved_train_batch_size(len(distilled)), "loss": cfg.train_loss,
                     "beta": cfg.train_beta, "temperature": cfg.train_temperature, "mix": cfg.train_mix,
-                    "patch_shuffle": cfg.train_patch_shuffle if cfg.train_patch_shuffle is not None else factor > 1},
+                    "patch_shuffle": _patch_shuffle(cfg, factor)},
             seed=cfg.seed, build=build_record(cfg.to_dict()), fidelity=fid)
         lora = {k: v.detach().cpu().float().numpy() for k, v in proj.model.lora_state_dict().items()}
 
         def images() -> Iterator[tuple[str, int, bytes]]:
             per_class: dict[int, int] = {}
-            for cls, sl in zip(labels, slots):
+            for i, cls in enumerate(distilled.labels.tolist()):
                 j = per_class.get(cls, 0)
                 per_class[cls] = j + 1
-                img = stitch(torch.from_numpy(np.array(patches[sl])), factor)
-                yield image_key(cls, j), cls, encode_png(img)
+                yield image_key(cls, j), cls, encode_png(distilled.image(i))
 
         with self.rep.stage("write archive", total=None, unit="img"):
             path = write_archive(out, m, lora, cfg.lora_dtype, prompts_json([c.name for c in full.classes],
                                                                                  proj.templates), images())
-        self.rep.info(f"wrote {path}: {len(labels)} images, {proj.model.num_lora_parameters():,} LoRA numbers")
+        self.rep.info(f"wrote {path}: {len(distilled)} images, {proj.model.num_lora_parameters():,} LoRA numbers")
         return Path(path)
 
 
 # ---- small helpers ----------------------------------------------------------------------
+
+class DistilledImages:
+    """The archive's images, stitched from the (memory-mapped) patches on demand: an ImageNet
+    IPC-50 build holds 50,000 of them, so they are never all in memory at once."""
+
+    def __init__(self, chosen: Chosen, patches: np.ndarray, ipc: int, factor: int) -> None:
+        labels, self.slots = patch_layout(chosen, ipc, factor)
+        self.labels = torch.tensor(labels, dtype=torch.long)
+        self.patches, self.factor = patches, factor
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def image(self, i: int) -> torch.Tensor:
+        """uint8 [3,S,S]: exactly the pixels the archive stores (PNG is lossless)."""
+        return stitch(torch.from_numpy(np.array(self.patches[self.slots[i]])), self.factor)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.image(int(i)) for i in idx])
+
+
+def _patch_shuffle(cfg: BuildConfig, factor: int) -> bool:
+    return cfg.train_patch_shuffle if cfg.train_patch_shuffle is not None else factor > 1
+
 
 def _positioned(view: Any) -> Iterator[tuple[int, int, str, Any]]:
     """(stream position, label, key, image) for the decodable samples of a source view."""

@@ -243,10 +243,12 @@ def fit_projector(projector: nn.Module, teachers: nn.Module, batches_for_epoch: 
 @torch.no_grad()
 def fidelity(projector: nn.Module, teachers: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
              device: torch.device, reporter: Reporter, total: int | None = None,
-             memory_format: torch.memory_format = torch.contiguous_format, bf16: bool | None = None) -> dict[str, Any]:
+             memory_format: torch.memory_format = torch.contiguous_format, bf16: bool | None = None,
+             reduce: bool = True) -> dict[str, Any]:
     """Agreement of projector and teacher-mean top-1, mean KL(teacher || projector), both top-1s.
 
-    Sums are all-reduced, so under torchrun every rank passes its own shard of held-out images.
+    Sums are all-reduced, so under torchrun every rank passes its own shard of held-out images;
+    ``reduce=False`` when one process alone measures all of them (the others would never join).
     """
     projector.eval()
     sums = torch.zeros(5, dtype=torch.float64)  # images, agree, kl, projector correct, teacher correct
@@ -263,7 +265,8 @@ def fidelity(projector: nn.Module, teachers: nn.Module, batches: Iterable[tuple[
             sums += torch.tensor([len(y), (pt == pp).sum().item(), kl.double().sum().item(),
                                   (pp == y).sum().item(), (pt == y).sum().item()], dtype=torch.float64)
             bar.advance(len(y))
-    dist.all_reduce_sum(sums)
+    if reduce:
+        dist.all_reduce_sum(sums)
     n = int(sums[0])
     if n == 0:
         return {"agreement": 0.0, "kl": 0.0, "projector_top1": 0.0, "teacher_top1": 0.0, "images": 0}

@@ -362,10 +362,11 @@ class _Build:
         full = splits.full
         teachers = load_ensemble(specs, len(full.classes), size, full.mean, full.std, self.device, self.mf)
         result = refine_projector(proj.model, teachers, images, images.labels, aug, params, self.device, self.rep)
+        # rank 0 alone: under torchrun the other processes have returned after the crop scoring
         evals = make_loader(splits.eval, size, cfg.eval_batch_size, train=False, seed=cfg.seed,
                             num_workers=cfg.workers)
         report = fidelity(proj.model, teachers, evals, self.device, self.rep, total=splits.eval.num_samples,
-                          memory_format=self.mf)
+                          memory_format=self.mf, reduce=False)
         report.update(eval=splits.eval_kind, **{k: result[k] for k in ("views_agreement_before",
                                                                       "views_agreement_after")})
         tensors = {k: v.cpu().contiguous() for k, v in proj.model.lora_state_dict().items()}

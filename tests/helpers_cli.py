@@ -101,6 +101,12 @@ class CliServer:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        # Close our ends too: a pipe left to the garbage collector warns (ResourceWarning) inside
+        # whichever later test happens to trigger the collection (the fuzz harness fails on it).
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None and not pipe.closed:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 # ---- the server side (runs in the helper process) -----------------------------------------

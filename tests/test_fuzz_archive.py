@@ -14,6 +14,7 @@ carrying the library's message.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import random
 import sys
@@ -55,6 +56,9 @@ FUZZ = dict(derandomize=True, deadline=None, database=None, print_blob=True,
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
+    # Garbage of earlier test modules must not be collected inside a case: its ResourceWarnings
+    # would be blamed on the archive that happened to be open.
+    gc.collect()
     fz.install_write_watch()
     d = tmp_path_factory.mktemp("fuzz") / "case"
     d.mkdir()

@@ -50,7 +50,7 @@ def build(
     fit_epochs: Optional[int] = typer.Option(None, "--fit-epochs", help="Projector fit epochs over the training set [10].", rich_help_panel=PROJ),
     fit_lr: Optional[float] = typer.Option(None, "--fit-lr", help="Projector fit learning rate [1e-3].", rich_help_panel=PROJ),
     fit_batch_size: Optional[int] = typer.Option(None, "--fit-batch-size", help="Projector fit batch size [128].", rich_help_panel=PROJ),
-    refine_steps: Optional[int] = typer.Option(None, "--refine-steps", help="Refine the projector on the archive's own training views for N steps after selection; helps weak bases [0: off].", rich_help_panel=PROJ),
+    refine_steps: Optional[int] = typer.Option(None, "--refine-steps", help="Refine the projector on the archive's own training views for N steps after selection; undone if it lowers agreement on unseen views [0: off].", rich_help_panel=PROJ),
     refine_lr: Optional[float] = typer.Option(None, "--refine-lr", help="Refine learning rate [--fit-lr].", rich_help_panel=PROJ),
     lam: Optional[float] = typer.Option(None, "--lambda", help="Weight of the CE term in the fit [0.1].", rich_help_panel=PROJ),
     train_epochs: Optional[int] = typer.Option(None, "--train-epochs", help="Default epochs for `train` [300].", rich_help_panel=REC),

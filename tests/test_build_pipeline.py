@@ -134,7 +134,7 @@ def test_refine_trains_the_lora_on_the_archive_views_and_skips_when_done(tmp_pat
     assert archive.read_member("lora.safetensors") != plain_lora
     assert archive.read_member("images.tar") == open_archive(plain).read_member("images.tar")
     marker = json.loads((tmp_path / "work" / "refine.done.json").read_text())["result"]
-    assert marker["steps"] == 6 and 0.0 <= marker["views_agreement_after"] <= 1.0
+    assert marker["steps"] == 6 and 0.0 <= marker["views_agreement_after"] <= 1.0 and marker["kept"] == "refined"
 
     original = path.read_bytes()
     again = RecordingReporter()
@@ -173,6 +173,80 @@ def test_refine_raises_agreement_on_the_views_it_trains_on():
     # measured: 34 % of unseen views before, 81 % after (same architecture, so the teacher is reachable)
     assert res["views_agreement_before"] < 0.45 and res["views_agreement_after"] >= 0.75
     assert all(not p.requires_grad for p in student.parameters())
+
+
+def _lin_refine(lr: float, steps: int = 50):
+    """Refine a copy of a linear 'teacher' (agreement 100 % before) at ``lr``; the copy, its start and the result."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from hellopack.build.refine import RefineParams, refine_projector
+    from hellopack.progress import NULL
+    from hellopack.train.augment import AugmentConfig
+
+    class Lin(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Linear(3 * 8 * 8, 3)
+
+        def forward(self, x):
+            return 10 * self.w(x.flatten(1))
+
+        def trainable_parameters(self):
+            return list(self.parameters())
+
+    torch.manual_seed(0)
+    teacher = Lin().eval()
+    student = copy.deepcopy(teacher)
+    start = [p.detach().clone() for p in student.parameters()]
+    images = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
+    params = RefineParams(steps=steps, lr=lr, weight_decay=0.0, batch_size=12, lam=0.1, seed=0)
+    res = refine_projector(student, teacher, images, torch.arange(12) % 3,
+                           AugmentConfig(size=8, num_classes=3, mix="none"), params, torch.device("cpu"), NULL)
+    return student, start, res
+
+
+def test_a_refine_that_lowers_view_agreement_is_undone():
+    import torch
+
+    student, start, res = _lin_refine(lr=10.0)
+    # measured: 100 % of unseen views before (the student is the teacher), 7.3 % after 50 steps at lr 10
+    assert res["views_agreement_before"] == 1.0 and res["views_agreement_after"] < 0.5
+    assert res["kept"] == "fit" and res["steps"] == 50
+    assert all(torch.equal(a, b) for a, b in zip(start, student.parameters()))  # the fitted factors, bit for bit
+
+
+def test_a_refine_whose_loss_is_not_finite_stops_and_is_undone():
+    import torch
+
+    student, start, res = _lin_refine(lr=1e30)
+    # the first step overflows the weights; the second step's loss is not finite, so it never trains
+    assert res == {"steps": 1, "final_loss": None, "views_agreement_before": 1.0, "views_agreement_after": 0.0,
+                   "kept": "fit"}
+    assert all(torch.equal(a, b) for a, b in zip(start, student.parameters()))
+
+
+def test_build_keeps_the_fitted_projector_when_refine_makes_it_worse(tmp_path, teachers_dir):
+    plain = open_archive(build(config(tmp_path, teachers_dir), RecordingReporter()))
+    cfg = config(tmp_path, teachers_dir, out=str(tmp_path / "refined.hellopack"), refine_steps=4, refine_lr=1e30)
+    rec = RecordingReporter()
+    path = build(cfg, rec)
+    assert "refine: undone, its loss was not finite at step 2 of 4; the archive keeps the fitted projector " \
+           "(try a smaller --refine-lr than 1e+30)" in rec.messages
+    assert "fidelity" not in rec.stage_names[1:]  # nothing new to measure: the fit's fidelity stands
+    archive = open_archive(path)
+    assert archive.read_member("lora.safetensors") == plain.read_member("lora.safetensors")
+    assert archive.manifest["fidelity"] == plain.manifest["fidelity"]
+    marker = json.loads((tmp_path / "work" / "refine.done.json").read_text())["result"]
+    assert (marker["kept"], marker["fidelity"], marker["steps"]) == ("fit", None, 1)
+
+    original = path.read_bytes()
+    again = RecordingReporter()
+    build(cfg, again)
+    assert "refine: done earlier, reusing the fitted projector" in again.messages
+    assert path.read_bytes() == original
 
 
 class StopIn(RecordingReporter):

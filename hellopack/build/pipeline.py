@@ -357,11 +357,23 @@ class _Build:
         if done is not None:
             state = _read_tensors(ref_dir / LORA_FILE)
             proj.model.load_lora_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-            self.rep.info("refine: done earlier, reusing the refined projector")
+            which = "refined" if done.get("kept", "refined") == "refined" else "fitted"
+            self.rep.info(f"refine: done earlier, reusing the {which} projector")
             return done["fidelity"]
         full = splits.full
         teachers = load_ensemble(specs, len(full.classes), size, full.mean, full.std, self.device, self.mf)
         result = refine_projector(proj.model, teachers, images, images.labels, aug, params, self.device, self.rep)
+        # the factors the archive will hold: refined, or the fitted ones the refine restored
+        tensors = {k: v.cpu().contiguous() for k, v in proj.model.lora_state_dict().items()}
+        atomic_write_bytes(ref_dir / LORA_FILE, st_save(tensors))
+        if result["kept"] == "fit":  # the fit's fidelity still describes the archive
+            self.wd.mark("refine", key, {"fidelity": None, **result})
+            why = (f"its loss was not finite at step {result['steps'] + 1} of {params.steps}" if result["final_loss"] is None else
+                   f"agreement on unseen training views fell from {result['views_agreement_before']:.1%} to "
+                   f"{result['views_agreement_after']:.1%}")
+            self.rep.info(f"refine: undone, {why}; the archive keeps the fitted projector (try a smaller "
+                          f"--refine-lr than {params.lr:g})")
+            return None
         # rank 0 alone: under torchrun the other processes have returned after the crop scoring
         evals = make_loader(splits.eval, size, cfg.eval_batch_size, train=False, seed=cfg.seed,
                             num_workers=cfg.workers)
@@ -369,8 +381,6 @@ class _Build:
                           memory_format=self.mf, reduce=False)
         report.update(eval=splits.eval_kind, **{k: result[k] for k in ("views_agreement_before",
                                                                       "views_agreement_after")})
-        tensors = {k: v.cpu().contiguous() for k, v in proj.model.lora_state_dict().items()}
-        atomic_write_bytes(ref_dir / LORA_FILE, st_save(tensors))
         self.wd.mark("refine", key, {"fidelity": report, **result})
         self.rep.info(f"refine: agreement on unseen training views {result['views_agreement_before']:.1%} -> "
                       f"{result['views_agreement_after']:.1%}; on {report['images']} held-out images "

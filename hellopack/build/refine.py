@@ -10,7 +10,10 @@ steps on at most ``batch_size`` images each) and changes only the LoRA factors.
 Views come from ``hellopack.train.augment.Augmenter`` with the recipe written into the
 archive, each step seeded from (seed, step): the stage is deterministic, and a killed
 refine simply reruns. Agreement is measured before and after on views the refine never
-trained on (another seed), so the report shows what changed on unseen views.
+trained on (another seed), so the report shows what changed on unseen views. A refine that
+lowers that agreement, or whose loss stops being finite (a learning rate too high for the
+base), is undone: the fitted factors are restored and the result says ``kept="fit"``, so
+the option can never leave an archive worse on the views its student reads than without it.
 """
 
 from __future__ import annotations
@@ -77,16 +80,21 @@ def refine_projector(projector: nn.Module, teachers: nn.Module, images: torch.Te
                      reporter: Reporter) -> dict[str, Any]:
     """Train the LoRA factors of ``projector`` in place on augmented views of ``images`` (uint8 [N,3,S,S]).
 
-    Returns {"steps", "final_loss", "views_agreement_before", "views_agreement_after"}.
+    Returns {"steps", "final_loss", "views_agreement_before", "views_agreement_after", "kept"}: ``steps`` is
+    how many ran (fewer when the loss stopped being finite), ``views_agreement_after`` is the refined
+    factors' agreement, and ``kept`` is "refined", or "fit" when those factors were worse and the fitted
+    ones were restored.
     """
     augment = Augmenter(augment_cfg)
     before = view_agreement(projector, teachers, images, labels, augment, params, device)
     train_params = list(projector.trainable_parameters())
+    fitted = [p.detach().clone() for p in train_params]  # restored if the refine makes things worse
     for p in train_params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(train_params, lr=params.lr, weight_decay=params.weight_decay)
     projector.train()
     last = float("nan")
+    done = 0
     with reporter.stage("refine projector on the archive's views", total=params.steps, unit="step") as bar:
         for step in range(params.steps):
             idx = _batch(images, labels, params.batch_size, params.seed, step)
@@ -99,17 +107,26 @@ def refine_projector(projector: nn.Module, teachers: nn.Module, images: torch.Te
                     target = teachers(x).float()
                 logits = projector(x).float()
             loss = F.mse_loss(logits, target) + params.lam * soft_cross_entropy(logits, hard)
+            last = float(loss.detach())
+            if not math.isfinite(last):  # diverged: no later step can be trusted
+                break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            last = float(loss.detach())
+            done = step + 1
             bar.advance(1, loss=round(last, 4))
     projector.eval()
     for p in train_params:
         p.requires_grad_(False)
-    after = view_agreement(projector, teachers, images, labels, augment, params, device)
-    return {"steps": params.steps, "final_loss": last, "views_agreement_before": round(before, 6),
-            "views_agreement_after": round(after, 6)}
+    finite = math.isfinite(last)
+    after = view_agreement(projector, teachers, images, labels, augment, params, device) if finite else 0.0
+    kept = "refined" if finite and after >= before else "fit"
+    if kept == "fit":
+        with torch.no_grad():
+            for p, saved in zip(train_params, fitted):
+                p.copy_(saved)
+    return {"steps": done, "final_loss": last if finite else None, "views_agreement_before": round(before, 6),
+            "views_agreement_after": round(after, 6), "kept": kept}
 
 
 __all__ = ["RefineParams", "refine_projector", "view_agreement", "soft_cross_entropy"]

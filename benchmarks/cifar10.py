@@ -625,6 +625,7 @@ def size(n: float | None) -> str:
 
 def markdown(res: dict) -> str:
     plan, m = res["plan"], res["machine"]
+    simclr_lr = f" (SimCLR base: lr {res['simclr_fit_lr']})" if res["bases"].get("simclr") else ""
     lines = [f"# CIFAR-10 benchmark ({res['mode']} run)", "",
              f"Command: `{res['command']}`", "",
              f"Machine: {m['cpus']} CPU cores ({m['processor'] or m['machine']}), no GPU, torch {m['torch']} with "
@@ -659,17 +660,19 @@ def markdown(res: dict) -> str:
     lines += ["## (b, c) Archives", "",
               f"`hellopack.build.build` with the teachers above (target: mean of their logits), LoRA rank 8 on every conv "
               f"and a full-rank head, fit {plan['fit_epochs']} epoch(s) at batch {plan.get('fit_batch_size', 128)} and "
-              f"lr {res['fit_lr']}, RDED selection "
+              f"lr {res['fit_lr']}{simclr_lr}, RDED selection "
               f"({plan['n_real']} real images x {plan['m_crops']} crops per class), factor 1 (no image update at 32 px). "
               "Fidelity on the test images. The IPC-10 build includes the projector fit; the IPC-50 build reuses it. "
-              f"`simclr-refine`: the SimCLR archive with `--refine-steps {plan.get('refine_steps', 0)}` (the LoRA trained "
-              "on the archive's own images under the student's augmentation, batches of at most 100; same images); "
-              "'views' is the agreement on unseen augmented views of the archive images before and after.", "",
+              f"`simclr-refine`: the SimCLR archive with `--refine-steps {plan.get('refine_steps', 0)}` and `--refine-lr "
+              f"{res.get('refine_lr')}` (the LoRA trained on the archive's own images under the student's augmentation, "
+              "batches of at most 100; same images); 'views' is the agreement on unseen augmented views of the archive "
+              "images before and after (undone: the build restored the fitted factors).", "",
               "| base | IPC | archive | images | label payload | LoRA numbers | agreement | KL | projector top-1 | teachers' top-1 | views | build time |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for a in res["archives"]:
         f, r = a["fidelity"], a.get("refine")
-        views = f"{100 * r['views_agreement_before']:.1f} → {100 * r['views_agreement_after']:.1f} %" if r else "-"
+        views = "-" if not r else (f"{100 * r['views_agreement_before']:.1f} → {100 * r['views_agreement_after']:.1f} %"
+                                   + (" (undone)" if r.get("kept") == "fit" else ""))
         lines.append(f"| {a['base']} | {a['ipc']} | {size(a['bytes'])} | {size(a['images_bytes'])} | {a['payload_bytes']:,} B "
                      f"| {a['lora_parameters']:,} | {100 * f['agreement']:.2f} % | {f['kl']:.3f} | "
                      f"{100 * f['projector_top1']:.2f} % | {100 * f['teacher_top1']:.2f} % | {views} | "
@@ -715,10 +718,11 @@ def fidelity_notes(res: dict) -> list[str]:
             continue
         f = a["fidelity"]
         probe = res["bases"][base]["probe"]["top1"]
+        lr = res["simclr_fit_lr"] if base == "simclr" else res["fit_lr"]
         out.append(f"- {ROW_TITLES['projector' if base == 'given' else 'projector-simclr']}: the projector agrees with "
                    f"its teachers on {100 * f['agreement']:.1f} % of the test images (teachers' top-1 "
                    f"{100 * f['teacher_top1']:.1f} %, projector's {100 * f['projector_top1']:.1f} %) after "
-                   f"{res['plan']['fit_epochs']} fit epoch(s) at lr {res['fit_lr']}; the base's linear probe is "
+                   f"{res['plan']['fit_epochs']} fit epoch(s) at lr {lr}; the base's linear probe is "
                    f"{100 * probe:.1f} %. Students trained on its labels cannot learn more than those labels hold: "
                    "this fidelity, not the student recipe, is what the projector rows' gap to the teacher row measures.")
     plain = {a["ipc"]: a for a in res["archives"] if a["base"] == "simclr"}
@@ -726,11 +730,18 @@ def fidelity_notes(res: dict) -> list[str]:
         r = a.get("refine")
         if a["base"] != "simclr-refine" or not r or a["ipc"] not in plain:
             continue
-        out.append(f"- {ROW_TITLES['projector-refine']}, IPC {a['ipc']}: {r['steps']} refine steps moved the projector's "
-                   f"agreement with the teachers on unseen augmented views of the archive images from "
-                   f"{100 * r['views_agreement_before']:.1f} % to {100 * r['views_agreement_after']:.1f} %, and on the "
-                   f"test images from {100 * plain[a['ipc']]['fidelity']['agreement']:.1f} % to "
-                   f"{100 * a['fidelity']['agreement']:.1f} %. The student only ever sees the first kind of image.")
+        moved = (f"- {ROW_TITLES['projector-refine']}, IPC {a['ipc']}: {r['steps']} refine steps moved the projector's "
+                 f"agreement with the teachers on unseen augmented views of the archive images from "
+                 f"{100 * r['views_agreement_before']:.1f} % to {100 * r['views_agreement_after']:.1f} %")
+        if r.get("kept") == "fit":
+            out.append(f"{moved}, so the build undid the refine: this archive holds the fitted factors and its labels "
+                       "are the SimCLR archive's.")
+            continue
+        out.append(f"{moved}, and on the test images from {100 * plain[a['ipc']]['fidelity']['agreement']:.1f} % to "
+                   f"{100 * a['fidelity']['agreement']:.1f} %. The student only ever sees the first kind of image."
+                   + (" This run predates the build's undo of a refine that lowers the views agreement: a build "
+                      "now keeps the fitted projector here, and this row would equal the SimCLR row."
+                      if "kept" not in r and r["views_agreement_after"] < r["views_agreement_before"] else ""))
     return out
 
 
@@ -756,6 +767,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="about 20 minutes: first training shard, fewer epochs, 1 seed, fewer rows")
     ap.add_argument("--estimate", action="store_true", help="print the plan and the time estimate, run nothing")
+    ap.add_argument("--render", action="store_true",
+                    help="rewrite the results .md from the results .json of this mode, run nothing")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CIFAR-10 shards [../shared/data/cifar10]")
     ap.add_argument("--base", default="hellopack-tiny-rn", help="open_clip model name of the base")
     ap.add_argument("--clip-weights", default=None, help="weights file for --base (default: random init)")
@@ -773,6 +786,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     plan = QUICK if args.quick else FULL
+    stem = "cifar10" if plan.mode == "full" else "cifar10-quick"
+    if args.render:
+        res = json.loads((args.results / f"{stem}.json").read_text())
+        (args.results / f"{stem}.md").write_text(markdown(res))
+        print(f"wrote {args.results / f'{stem}.md'} from {stem}.json")
+        return 0
     if args.seeds is not None:
         plan = replace(plan, students={k: (e, args.seeds, r) for k, (e, _, r) in plan.students.items()})
     pretrain = not args.no_pretrain
@@ -823,7 +842,6 @@ def main(argv: list[str] | None = None) -> int:
             "load_start": load_start, "load_end": res["machine"]["load_end"]}
     res["runs"] = cache.runs(this if cache.ran else None)
     res["notes"] = NOTES
-    stem = "cifar10" if plan.mode == "full" else "cifar10-quick"
     args.results.mkdir(parents=True, exist_ok=True)
     text = markdown(res)
     (args.results / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")

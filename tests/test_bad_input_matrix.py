@@ -393,6 +393,29 @@ def _file_as_out(kit: Kit, tmp: Path) -> Case:
     return case
 
 
+def _workdir_in_use(kit: Kit, tmp: Path) -> Case:
+    """Another build (here: this process, through its own descriptor) holds the work folder's lock."""
+    import fcntl
+
+    work = tmp / "busy.work"
+    work.mkdir()
+    (work / ".half-written.tmp").write_bytes(b"the other build's write in progress")
+    fd = os.open(work / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"4242\n")
+    case = _build(kit, tmp, kit.good, "--workdir", str(work))
+    case.subs["work"] = str(work)
+
+    def check() -> None:
+        try:  # the other build's folder is untouched: its temporaries stay, nothing is removed
+            _eq(sorted(p.name for p in work.iterdir()), [".half-written.tmp", ".lock"])
+        finally:
+            os.close(fd)
+
+    case.check = check
+    return case
+
+
 def _missing_out_folder(kit: Kit, tmp: Path) -> Case:
     case = _build(kit, tmp, kit.good)
     out = tmp / "out" / "nowhere" / "x.hellopack"
@@ -448,6 +471,7 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "train-unwritable-output": lambda k, t: _unwritable(k, t, "train"),
     "train-output-is-a-file": _file_as_out,
     "unwritable-grid": lambda k, t: _unwritable(k, t, "grid"),
+    "workdir-in-use": _workdir_in_use,
     # archives
     "missing-archive": lambda k, t: _missing_archive(k, t, train=False),
     "train-missing-archive": lambda k, t: _missing_archive(k, t, train=True),

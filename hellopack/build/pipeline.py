@@ -99,6 +99,8 @@ class _Build:
             if created:
                 self.wd.remove_if_unused()
             raise
+        finally:
+            self.wd.release()
 
     def _run(self) -> Path:
         cfg = self.cfg

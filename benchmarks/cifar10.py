@@ -58,6 +58,7 @@ ROW_ARCHIVE = {"hard": "given", "teacher": "given", "projector": "given", "proje
                "projector-refine": "simclr-refine"}
 PRETRAINED_ROWS = ("projector-simclr", "projector-refine")
 STUDENT_TITLES = {"convnet": "ConvNet-3", "resnet18_cifar": "ResNet-18 (CIFAR stem)"}
+BASE_TITLES = {"given": "Random-init base", "simclr": "SimCLR base"}
 # Published RDED anchors (DESIGN.md section 5), top-1 %.
 ANCHORS = {("convnet", 10): 50.2, ("convnet", 50): 68.4, ("resnet18_cifar", 10): 37.1, ("resnet18_cifar", 50): 62.1}
 REFINE_LR = 0.01  # measured on the quick run's SimCLR archive: 300 steps 24.3 -> 32.6 %, 800 steps -> 36.3 %
@@ -159,7 +160,7 @@ def estimate(plan: Plan, base: str, pretrain: bool) -> dict[str, float]:
                      + 2 * (plan.probe_train + plan.probe_test) * (cost("label", base) + cost("decode"))
                      ) if pretrain else 0.0,
         "build": bases * (plan.fit_epochs * n * fit_img + fidelity) + bases * len(plan.ipcs) * select + refine,
-        "rank sweep": (sweep_points - reused) * (plan.sweep_fit_epochs * n_sweep * fit_img + fidelity),
+        "rank sweep": bases * (sweep_points - reused) * (plan.sweep_fit_epochs * n_sweep * fit_img + fidelity),
         "students": 0.0,
     }
     for (arch, ipc), (epochs, seeds, rows) in plan.students.items():
@@ -541,19 +542,21 @@ def run_all(ctx: Ctx) -> dict:
         sweep_ctx = replace(ctx, data=view, data_id=data_identity(view))
     res["rank_sweep_train_images"] = train_images(sweep_ctx.data)
     log(f"(e) label fidelity vs rank (fit {plan.sweep_fit_epochs} epoch(s) on {res['rank_sweep_train_images']:,} "
-        "training images)")
+        "training images), on each base")
     sweep = []
-    for re_, rh in sweep_points_for(plan, cap):
-        if (re_, rh) == (8, cap) and plan.sweep_fit_epochs == plan.fit_epochs and sweep_ctx is ctx:
-            a = archives[("given", plan.ipcs[0])]  # the main archive is this point
-        else:
-            a = stage_build(sweep_ctx, teacher, "given", ctx.clip_weights, given_key, 1, re_, rh,
-                            plan.sweep_fit_epochs, 1, 1, "rank")
-        f = a["fidelity"]
-        sweep.append({"rank_encoder": re_, "rank_head": a["rank_head"], "lora_parameters": a["lora_parameters"],
-                      "payload_bytes": a["payload_bytes"], "fit_epochs": plan.sweep_fit_epochs, **f})
-        log(f"    encoder {re_}, head {a['rank_head']}: agreement {f['agreement']:.2%}, KL {f['kl']:.3f}, "
-            f"{a['payload_bytes']:,} B")
+    for kind, weights, bkey in bases:
+        for re_, rh in sweep_points_for(plan, cap):
+            if (re_, rh) == (8, cap) and plan.sweep_fit_epochs == plan.fit_epochs and sweep_ctx is ctx:
+                a = archives[(kind, plan.ipcs[0])]  # the main archive is this point
+            else:
+                a = stage_build(sweep_ctx, teacher, kind, weights, bkey, 1, re_, rh, plan.sweep_fit_epochs, 1, 1,
+                                "rank")
+            f = a["fidelity"]
+            sweep.append({"base": kind, "rank_encoder": re_, "rank_head": a["rank_head"],
+                          "lora_parameters": a["lora_parameters"], "payload_bytes": a["payload_bytes"],
+                          "fit_epochs": plan.sweep_fit_epochs, **f})
+            log(f"    {kind} base, encoder {re_}, head {a['rank_head']}: agreement {f['agreement']:.2%}, "
+                f"KL {f['kl']:.3f}, {a['payload_bytes']:,} B")
     res["rank_sweep"] = sweep
 
     log("(d) students")
@@ -671,7 +674,9 @@ def markdown(res: dict) -> str:
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for a in res["archives"]:
         f, r = a["fidelity"], a.get("refine")
-        views = "-" if not r else (f"{100 * r['views_agreement_before']:.1f} → {100 * r['views_agreement_after']:.1f} %"
+        after = "loss not finite" if r and r["views_agreement_after"] is None else (
+            f"{100 * r['views_agreement_after']:.1f} %" if r else "")
+        views = "-" if not r else (f"{100 * r['views_agreement_before']:.1f} % → {after}"
                                    + (" (undone)" if r.get("kept") == "fit" else ""))
         lines.append(f"| {a['base']} | {a['ipc']} | {size(a['bytes'])} | {size(a['images_bytes'])} | {a['payload_bytes']:,} B "
                      f"| {a['lora_parameters']:,} | {100 * f['agreement']:.2f} % | {f['kl']:.3f} | "
@@ -692,15 +697,17 @@ def markdown(res: dict) -> str:
         lines.append(f"| {STUDENT_TITLES.get(st['arch'], st['arch'])} | {st['ipc']} | {ROW_TITLES[st['labels']]} | "
                      f"{st['epochs']} | {st['seeds']} | {acc} | {size(st['archive_bytes'])} | {payload} | "
                      f"{size(st['soft_label_bytes'])} | {size(st['soft_label_bytes_300_epochs'])} |")
+    swept = sorted({r.get("base", "given") for r in res["rank_sweep"]}, key=["given", "simclr"].index)
     lines += ["", "## (e) Label fidelity vs LoRA rank", "",
-              f"Random-init base, same teachers, fit {plan['sweep_fit_epochs']} epoch(s) on "
-              f"{res.get('rank_sweep_train_images', res['train_images']):,} training images; ranks above "
+              f"{' and '.join(BASE_TITLES[b] for b in swept)}, same teachers, fit {plan['sweep_fit_epochs']} "
+              f"epoch(s) on {res.get('rank_sweep_train_images', res['train_images']):,} training images; ranks above "
               "min(classes, embed_dim) are capped (a 10-class head has rank at most 10).", "",
-              "| encoder rank | head rank | LoRA numbers | label payload (fp16) | agreement | KL | projector top-1 |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              "| base | encoder rank | head rank | LoRA numbers | label payload (fp16) | agreement | KL | projector top-1 |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in res["rank_sweep"]:
-        lines.append(f"| {r['rank_encoder']} | {r['rank_head']} | {r['lora_parameters']:,} | {r['payload_bytes']:,} B | "
-                     f"{100 * r['agreement']:.2f} % | {r['kl']:.3f} | {100 * r['projector_top1']:.2f} % |")
+        lines.append(f"| {r.get('base', 'given')} | {r['rank_encoder']} | {r['rank_head']} | {r['lora_parameters']:,} | "
+                     f"{r['payload_bytes']:,} B | {100 * r['agreement']:.2f} % | {r['kl']:.3f} | "
+                     f"{100 * r['projector_top1']:.2f} % |")
     lines += ["", "## Targets", ""]
     for tg in res["targets"]:
         verdict = "holds" if tg["holds"] else f"MISSED by {abs(tg['value'] - tg['need']):.1f} points"
@@ -730,9 +737,12 @@ def fidelity_notes(res: dict) -> list[str]:
         r = a.get("refine")
         if a["base"] != "simclr-refine" or not r or a["ipc"] not in plain:
             continue
-        moved = (f"- {ROW_TITLES['projector-refine']}, IPC {a['ipc']}: {r['steps']} refine steps moved the projector's "
-                 f"agreement with the teachers on unseen augmented views of the archive images from "
-                 f"{100 * r['views_agreement_before']:.1f} % to {100 * r['views_agreement_after']:.1f} %")
+        head = f"- {ROW_TITLES['projector-refine']}, IPC {a['ipc']}: "
+        moved = (head + f"the refine's loss stopped being finite after {r['steps']} steps"
+                 if r["views_agreement_after"] is None else
+                 head + f"{r['steps']} refine steps moved the projector's agreement with the teachers on unseen "
+                 f"augmented views of the archive images from {100 * r['views_agreement_before']:.1f} % to "
+                 f"{100 * r['views_agreement_after']:.1f} %")
         if r.get("kept") == "fit":
             out.append(f"{moved}, so the build undid the refine: this archive holds the fitted factors and its labels "
                        "are the SimCLR archive's.")

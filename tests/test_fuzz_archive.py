@@ -15,9 +15,7 @@ carrying the library's message.
 from __future__ import annotations
 
 import gc
-import importlib.util
 import random
-import sys
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -26,28 +24,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers_bench import load_benchmark
+
 MiB = 1 << 20
 MEM_CAP = 256 * MiB
 TIMEOUT = 5.0
 
 
-def _load_fuzz():
-    """Import benchmarks/fuzz_archive.py without leaving __pycache__ in benchmarks/."""
-    if "fuzz_archive" in sys.modules:
-        return sys.modules["fuzz_archive"]
-    spec = importlib.util.spec_from_file_location("fuzz_archive", REPO / "benchmarks" / "fuzz_archive.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["fuzz_archive"] = mod  # dataclasses look their module up while the class is built
-    old, sys.dont_write_bytecode = sys.dont_write_bytecode, True
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.dont_write_bytecode = old
-    return mod
-
-
-fz = _load_fuzz()
+fz = load_benchmark("fuzz_archive")
 BASES = fz.load_bases()
 NOT_DISPLAY = [m for m in fz.MUTATORS if m not in fz.DISPLAY_MUTATORS]
 FUZZ = dict(derandomize=True, deadline=None, database=None, print_blob=True,

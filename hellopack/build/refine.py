@@ -82,7 +82,7 @@ def refine_projector(projector: nn.Module, teachers: nn.Module, images: torch.Te
 
     Returns {"steps", "final_loss", "views_agreement_before", "views_agreement_after", "kept"}: ``steps`` is
     how many ran (fewer when the loss stopped being finite), ``views_agreement_after`` is the refined
-    factors' agreement, and ``kept`` is "refined", or "fit" when those factors were worse and the fitted
+    factors' agreement (None when their loss was not finite), and ``kept`` is "refined", or "fit" when those factors were worse and the fitted
     ones were restored.
     """
     augment = Augmenter(augment_cfg)
@@ -119,14 +119,14 @@ def refine_projector(projector: nn.Module, teachers: nn.Module, images: torch.Te
     for p in train_params:
         p.requires_grad_(False)
     finite = math.isfinite(last)
-    after = view_agreement(projector, teachers, images, labels, augment, params, device) if finite else 0.0
-    kept = "refined" if finite and after >= before else "fit"
+    after = view_agreement(projector, teachers, images, labels, augment, params, device) if finite else None
+    kept = "refined" if after is not None and after >= before else "fit"
     if kept == "fit":
         with torch.no_grad():
             for p, saved in zip(train_params, fitted):
                 p.copy_(saved)
     return {"steps": done, "final_loss": last if finite else None, "views_agreement_before": round(before, 6),
-            "views_agreement_after": round(after, 6), "kept": kept}
+            "views_agreement_after": None if after is None else round(after, 6), "kept": kept}
 
 
 __all__ = ["RefineParams", "refine_projector", "view_agreement", "soft_cross_entropy"]

@@ -1,7 +1,7 @@
 """CIFAR-10 end to end on CPU: weak teachers, archives, students with hard / teacher / projector labels.
 
-    python benchmarks/cifar10.py            # full run (about 2.5 h on an idle 2-core CPU)
-    python benchmarks/cifar10.py --quick    # about 20 min: first training shard, fewer epochs, 1 seed, fewer rows
+    python benchmarks/cifar10.py            # full run (about 2.3 h on an idle 2-core CPU)
+    python benchmarks/cifar10.py --quick    # about 25 min: first training shard, fewer epochs, 1 seed, fewer rows
     python benchmarks/cifar10.py --estimate # print the plan and the time estimate, run nothing
 
 Data: the real CIFAR-10 WebDataset shards in ../shared/data/cifar10 relative to the repo (or
@@ -775,7 +775,7 @@ def machine(threads: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
-                    help="about 20 minutes: first training shard, fewer epochs, 1 seed, fewer rows")
+                    help="about 25 minutes: first training shard, fewer epochs, 1 seed, fewer rows")
     ap.add_argument("--estimate", action="store_true", help="print the plan and the time estimate, run nothing")
     ap.add_argument("--render", action="store_true",
                     help="rewrite the results .md from the results .json of this mode, run nothing")

@@ -674,10 +674,12 @@ def markdown(res: dict) -> str:
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for a in res["archives"]:
         f, r = a["fidelity"], a.get("refine")
-        after = "loss not finite" if r and r["views_agreement_after"] is None else (
-            f"{100 * r['views_agreement_after']:.1f} %" if r else "")
-        views = "-" if not r else (f"{100 * r['views_agreement_before']:.1f} % → {after}"
-                                   + (" (undone)" if r.get("kept") == "fit" else ""))
+        views = "-"
+        if r:
+            after = ("loss not finite" if r["views_agreement_after"] is None
+                     else f"{100 * r['views_agreement_after']:.1f} %")
+            views = (f"{100 * r['views_agreement_before']:.1f} % → {after}"
+                     + (" (undone)" if r.get("kept") == "fit" else ""))
         lines.append(f"| {a['base']} | {a['ipc']} | {size(a['bytes'])} | {size(a['images_bytes'])} | {a['payload_bytes']:,} B "
                      f"| {a['lora_parameters']:,} | {100 * f['agreement']:.2f} % | {f['kl']:.3f} | "
                      f"{100 * f['projector_top1']:.2f} % | {100 * f['teacher_top1']:.2f} % | {views} | "

@@ -51,12 +51,14 @@ CACHE = HERE / ".cache" / "cifar10"
 RESULTS = HERE / "results"
 CLASSES = 10
 LABEL_ROWS = ("hard", "teacher", "projector", "projector-simclr", "projector-refine")
+OBSERVER_ROW = "projector-simclr-projobs"  # the SimCLR archive selected with --observer projector (IPC 10)
 ROW_TITLES = {"hard": "hard labels", "teacher": "teachers (online)", "projector": "projector, random-init base",
-              "projector-simclr": "projector, SimCLR base", "projector-refine": "projector, SimCLR base + refine"}
+              "projector-simclr": "projector, SimCLR base", "projector-refine": "projector, SimCLR base + refine",
+              OBSERVER_ROW: "projector, SimCLR base, crops scored by the projector"}
 # label row -> the archive it trains on (hard and teacher rows use the random-init base's images)
 ROW_ARCHIVE = {"hard": "given", "teacher": "given", "projector": "given", "projector-simclr": "simclr",
-               "projector-refine": "simclr-refine"}
-PRETRAINED_ROWS = ("projector-simclr", "projector-refine")
+               "projector-refine": "simclr-refine", OBSERVER_ROW: "simclr-projobs"}
+PRETRAINED_ROWS = ("projector-simclr", "projector-refine", OBSERVER_ROW)
 STUDENT_TITLES = {"convnet": "ConvNet-3", "resnet18_cifar": "ResNet-18 (CIFAR stem)"}
 BASE_TITLES = {"given": "Random-init base", "simclr": "SimCLR base"}
 # Published RDED anchors (DESIGN.md section 5), top-1 %.
@@ -94,7 +96,7 @@ class Plan:
 FULL = Plan(
     mode="full", train_shards=None, teacher_arch="convnet_w64", teach_epochs=6, keep_every=2,
     pretrain_epochs=6, probe_train=50_000, probe_test=10_000, fit_epochs=2, ipcs=(10, 50),
-    students={("convnet", 10): (150, 3, LABEL_ROWS), ("convnet", 50): (30, 2, LABEL_ROWS),
+    students={("convnet", 10): (150, 3, (*LABEL_ROWS, OBSERVER_ROW)), ("convnet", 50): (30, 2, LABEL_ROWS),
               ("resnet18_cifar", 10): (60, 1, LABEL_ROWS),
               ("resnet18_cifar", 50): (12, 1, ("hard", "teacher", "projector-simclr", "projector-refine"))},
     encoder_ranks=(2, 4, 8, 16), head_ranks=(8, 16, 32, 64, 128), sweep_fit_epochs=1, sweep_train_shards=1,
@@ -102,7 +104,7 @@ FULL = Plan(
 QUICK = Plan(
     mode="quick", train_shards=1, teacher_arch="convnet_w64", teach_epochs=3, keep_every=2,
     pretrain_epochs=3, probe_train=5_000, probe_test=2_000, fit_epochs=2, ipcs=(10, 50),
-    students={("convnet", 10): (50, 1, LABEL_ROWS), ("convnet", 50): (10, 1, ("hard", "projector")),
+    students={("convnet", 10): (50, 1, (*LABEL_ROWS, OBSERVER_ROW)), ("convnet", 50): (10, 1, ("hard", "projector")),
               ("resnet18_cifar", 10): (10, 1, ("hard", "projector"))},
     encoder_ranks=(2, 8), head_ranks=(16,), sweep_fit_epochs=2, fit_batch_size=128, refine_steps=300,
 )
@@ -128,14 +130,16 @@ def cost(kind: str, name: str = "") -> float:
     return table.get(name, max(table.values())) / 1000  # unknown models: assume the dearest known one
 
 
-def student_batch(n_images: int) -> int:
-    """The batch size build writes into the recipe (BuildConfig.resolved_train_batch_size)."""
-    return max(1, min(100, max(16, n_images // 10), n_images))
+def student_batch(ipc: int) -> int:
+    """The batch size build writes into the recipe (RDED's rule, BuildConfig.resolved_train_batch_size)."""
+    from hellopack.train.protocol import batch_size
+
+    return batch_size(ipc, CLASSES)
 
 
 def images_seen(ipc: int, epochs: int) -> int:
     n = ipc * CLASSES
-    b = student_batch(n)
+    b = student_batch(ipc)
     return epochs * (n // b) * b
 
 
@@ -426,7 +430,7 @@ def archive_facts(path: Path) -> dict:
 
 def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, base_key: str, ipc: int,
                 rank_encoder: int, rank_head: int, fit_epochs: int, n_real: int, m_crops: int, tag: str,
-                refine_steps: int = 0) -> dict:
+                refine_steps: int = 0, observer: str = "teacher") -> dict:
     from hellopack.build import BuildConfig, build
 
     batch = ctx.plan.fit_batch_size
@@ -435,10 +439,11 @@ def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, ba
                     "rh": rank_head, "fit_epochs": fit_epochs, "fit_lr": fit_lr, "seed": 0,
                     **({"fit_batch": batch} if batch != 128 else {})}  # 128: keys of earlier runs stay valid
     fit_key = key_of(fit_settings)
-    settings = {**fit_settings, "ipc": ipc, "n_real": n_real, "m_crops": m_crops,
+    settings = {**fit_settings, "ipc": ipc, "n_real": n_real, "m_crops": m_crops, "observer": observer,
                 **({"refine_steps": refine_steps, "refine_lr": REFINE_LR} if refine_steps else {})}
     key = key_of(settings)
     kind = f"{base_kind}-refine" if refine_steps else base_kind
+    kind += "-projobs" if observer == "projector" else ""
     out = ctx.cache.root / "archives" / f"{tag}-{kind}-ipc{ipc}-{key}.hellopack"
 
     def run() -> dict:
@@ -450,7 +455,7 @@ def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, ba
                           clip_weights=weights, rank_encoder=rank_encoder, rank_head=rank_head,
                           fit_epochs=fit_epochs, fit_lr=fit_lr, fit_batch_size=batch, n_real=n_real,
                           m_crops=m_crops, refine_steps=refine_steps, refine_lr=REFINE_LR if refine_steps else None,
-                          seed=0, device="cpu")
+                          observer=observer, seed=0, device="cpu")
         t0 = time.perf_counter()
         build(cfg, ctx.reporter)
         return {**archive_facts(out), "build_seconds": round(time.perf_counter() - t0, 1), "settings": settings,
@@ -534,6 +539,13 @@ def run_all(ctx: Ctx) -> dict:
                 f = a["fidelity"]
                 log(f"    {name} IPC {ipc}: agreement {f['agreement']:.2%}, KL {f['kl']:.3f}, projector top-1 "
                     f"{f['projector_top1']:.2%}, payload {a['payload_bytes']:,} B, {a['build_seconds']:.0f} s")
+            if kind == "simclr" and any(OBSERVER_ROW in rows and i == ipc for (_, i), (_, _, rows)
+                                        in plan.students.items()):
+                # the same fit, crops scored by the projector instead of the teachers (today's other observer)
+                archives[("simclr-projobs", ipc)] = stage_build(ctx, teacher, kind, weights, bkey, ipc, 8, cap,
+                                                                plan.fit_epochs, plan.n_real, plan.m_crops, "main",
+                                                                observer="projector")
+                log(f"    simclr IPC {ipc}, projector as observer: {archives[('simclr-projobs', ipc)]['build_seconds']:.0f} s")
     res["archives"] = [{"base": k, **a} for (k, _), a in archives.items()]
 
     sweep_ctx = ctx
@@ -569,7 +581,7 @@ def run_all(ctx: Ctx) -> dict:
             continue
         kind = ROW_ARCHIVE[row]
         archive = archives[(kind, ipc)]
-        weights = {k: w for k, w, _ in bases}[kind.removesuffix("-refine")]
+        weights = {k: w for k, w, _ in bases}[kind.split("-")[0]]
         order = range(seeds - 1, -1, -1) if ctx.reverse_students else range(seeds)
         runs = sorted((stage_student(ctx, arch, ipc, row, epochs, s, archive, teacher, weights) for s in order),
                       key=lambda r: r["settings"]["seed"])

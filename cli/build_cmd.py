@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from hellopack.build.config import BuildConfig as _D  # help text shows the dataclass's defaults
+
 from .errors import friendly_errors
 from .reporter import make_reporter, print_json
 
@@ -34,6 +36,7 @@ def build(
     factor: Optional[int] = typer.Option(None, "--factor", help="Patches per side stitched into one image [2 for >=128 px, else 1].", rich_help_panel=IMG),
     n_real: Optional[int] = typer.Option(None, "--n-real", help="Real images scored per class [300].", rich_help_panel=IMG),
     m_crops: Optional[int] = typer.Option(None, "--m-crops", help="Random crops scored per real image [5].", rich_help_panel=IMG),
+    observer: Optional[str] = typer.Option(None, "--observer", help=f"Who scores the crops: teacher (mean teacher logits, the paper's Eq. 6) or projector \\[{_D.observer}].", rich_help_panel=IMG),
     no_update: bool = typer.Option(False, "--no-update", help="Skip the image update stage.", rich_help_panel=IMG),
     update_steps: Optional[int] = typer.Option(None, "--update-steps", help="Image update steps [100].", rich_help_panel=IMG),
     update_lr: Optional[float] = typer.Option(None, "--update-lr", help="Image update learning rate [0.01].", rich_help_panel=IMG),
@@ -54,7 +57,8 @@ def build(
     refine_lr: Optional[float] = typer.Option(None, "--refine-lr", help="Refine learning rate [--fit-lr].", rich_help_panel=PROJ),
     lam: Optional[float] = typer.Option(None, "--lambda", help="Weight of the CE term in the fit [0.1].", rich_help_panel=PROJ),
     train_epochs: Optional[int] = typer.Option(None, "--train-epochs", help="Default epochs for `train` [300].", rich_help_panel=REC),
-    train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help="Default batch size for `train`.", rich_help_panel=REC),
+    train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help="Default batch size for `train` [RDED's: 10/50/100 for IPC 1/10/50, doubled for 100 and 1,000 classes].", rich_help_panel=REC),
+    train_loss: Optional[str] = typer.Option(None, "--train-loss", help=f"Default loss for `train`: mse (+ 0.1 CE, the paper) or kl (RDED's KL, no CE) \\[{_D.train_loss}].", rich_help_panel=REC),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Stage results for resuming [OUT.work].", rich_help_panel=RUN),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed [0].", rich_help_panel=RUN),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N [auto].", rich_help_panel=RUN),
@@ -75,14 +79,15 @@ def build(
     overrides = {
         "recipe": dataset, "data_dir": data_dir, "classes_file": classes, "download": download,
         "allow_short": allow_short, "max_bad_fraction": max_bad_fraction, "image_size": image_size,
-        "ipc": ipc, "factor": factor, "n_real": n_real, "m_crops": m_crops,
+        "ipc": ipc, "factor": factor, "n_real": n_real, "m_crops": m_crops, "observer": observer,
         "update": False if no_update else None, "update_steps": update_steps, "update_lr": update_lr,
         "teachers": tuple(teacher) if teacher else None, "teachers_dir": teachers_dir, "base": base,
         "pretrained": pretrained, "clip_weights": clip_weights, "templates": templates,
         "rank_encoder": rank_encoder, "rank_head": rank_head, "alpha": alpha, "lora_dtype": lora_dtype,
         "fit_epochs": fit_epochs, "fit_lr": fit_lr, "fit_batch_size": fit_batch_size, "lam": lam,
         "refine_steps": refine_steps, "refine_lr": refine_lr,
-        "train_epochs": train_epochs, "train_batch_size": train_batch_size, "workdir": workdir,
+        "train_epochs": train_epochs, "train_batch_size": train_batch_size, "train_loss": train_loss,
+        "workdir": workdir,
         "seed": seed, "device": device, "workers": workers,
     }
     # A weights file replaces the download; "--pretrained none" means random init.

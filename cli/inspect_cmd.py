@@ -48,6 +48,8 @@ def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
     r = s["recipe"]
     t.add_row("recipe", _text(f"{r.get('epochs')} epochs, {r.get('optimizer')} lr {r.get('lr')}, "
                               f"loss {r.get('loss')} + {r.get('beta')} CE"))
+    t.add_row("protocol", _text(s["protocol"]))
+    t.add_row("selection", _text(f"crops scored by the {s['observer']}"))
     fid = s.get("fidelity")
     if isinstance(fid, dict) and fid:
         kl = fid.get("kl")

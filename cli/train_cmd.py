@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -27,17 +27,20 @@ def train(
     val: Optional[str] = typer.Option(None, "--val", help="Validation data: ImageFolder, shards, or RECIPE:PATH."),
     val_recipe: Optional[str] = typer.Option(None, "--val-recipe", help="Force the recipe used to read --val."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder [ARCHIVE-ARCH]."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", rich_help_panel=REC),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", rich_help_panel=REC),
-    lr: Optional[float] = typer.Option(None, "--lr", rich_help_panel=REC),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", rich_help_panel=REC),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs.", rich_help_panel=REC),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (RDED's by IPC and class count).", rich_help_panel=REC),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (RDED's AdamW lr for the student, e.g. 1e-4 for swin_v2_t).", rich_help_panel=REC),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay.", rich_help_panel=REC),
+    decay: Optional[str] = typer.Option(None, "--decay", help="Which parameters get weight decay: weights (matrices only, RDED) or all.", rich_help_panel=REC),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw or sgd.", rich_help_panel=REC),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="cosine or constant.", rich_help_panel=REC),
-    loss: Optional[str] = typer.Option(None, "--loss", help="mse (+ beta CE) or kl (with --temperature).", rich_help_panel=REC),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="half-cosine (per epoch, ends at half the lr: RDED), cosine (per step to 0) or constant.", rich_help_panel=REC),
+    loss: Optional[str] = typer.Option(None, "--loss", help="mse (+ beta CE, the paper) or kl (RDED's KL at --temperature, no CE unless --beta).", rich_help_panel=REC),
     beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the hard-label CE term.", rich_help_panel=REC),
-    temperature: Optional[float] = typer.Option(None, "--temperature", rich_help_panel=REC),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="KL temperature (RDED: 20 for CutMix, 4 for MixUp).", rich_help_panel=REC),
     mix: Optional[str] = typer.Option(None, "--mix", help="cutmix, mixup or none.", rich_help_panel=REC),
-    patch_shuffle: Optional[bool] = typer.Option(None, "--patch-shuffle/--no-patch-shuffle", rich_help_panel=REC),
+    mix_alpha: Optional[float] = typer.Option(None, "--mix-alpha", help="Beta(a, a) of the mix (RDED: 1 for CutMix, 0.8 for MixUp).", rich_help_panel=REC),
+    crop_scale: Optional[Tuple[float, float]] = typer.Option(None, "--crop-scale", help="RandomResizedCrop area range MIN MAX (RDED: 1/factor 1).", rich_help_panel=REC),
+    patch_shuffle: Optional[bool] = typer.Option(None, "--patch-shuffle/--no-patch-shuffle", help="Shuffle the stitched patches (RDED's ShufflePatches).", rich_help_panel=REC),
     labels: str = typer.Option("projector", "--labels", help="projector, teacher (needs --teacher) or hard.", rich_help_panel=LAB),
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for --labels teacher; repeatable.", rich_help_panel=LAB),
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download.", rich_help_panel=LAB),
@@ -63,7 +66,8 @@ def train(
     cfg = TrainConfig(
         archive=archive, arch=arch, out=out, val=val, val_recipe=val_recipe, epochs=epochs, optimizer=optimizer,
         lr=lr, weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, loss=loss, beta=beta,
-        temperature=temperature, mix=mix, patch_shuffle=patch_shuffle, labels=labels,
+        temperature=temperature, mix=mix, patch_shuffle=patch_shuffle, labels=labels, decay=decay,
+        mix_alpha=mix_alpha, crop_scale=tuple(crop_scale) if crop_scale else None,
         teacher=tuple(teacher) if teacher else None, seeds=seeds, seed=seed, eval_every=eval_every,
         workers=workers, device=device, compile=compile, clip_weights=clip_weights,
         allow_base_mismatch=allow_base_mismatch, resume=resume, cache_dir=cache_dir,

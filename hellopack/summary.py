@@ -34,6 +34,8 @@ def summarize(archive: Archive) -> dict[str, Any]:
             "parameters": lora["parameters"],
         },
         "recipe": m["recipe"],
+        "protocol": describe_protocol(m["recipe"]),
+        "observer": (m.get("build") or {}).get("observer", "projector"),  # builds before 0.2 scored with it
         "fidelity": m.get("fidelity"),
         "members": [
             {"name": mi.name, "stored_size": mi.stored_size, "size": mi.size, "encoding": mi.encoding, "sha256": mi.sha256}
@@ -81,3 +83,19 @@ def summary_line(path: str | os.PathLike) -> str:
     return (f"wrote {path}: {m['images']['count']} images ({len(m['classes'])} classes, IPC {m['images']['ipc']}), "
             f"label payload {human_bytes(st.payload_bytes)} replaces {human_bytes(st.total_bytes)} of stored soft labels "
             f"({st.ratio:,.0f}x smaller)")
+
+
+def describe_protocol(recipe: dict[str, Any]) -> str:
+    """One line on how `train` will train a student from this recipe (inspect's "protocol" row)."""
+    if "protocol" not in recipe:
+        return ("hellopack 0.1 (written before the RDED protocol): per-step cosine to 0, decay on every "
+                "parameter, crops (0.08, 1) above 64 px and (0.5, 1) at or below; pass train flags to override")
+    name = "RDED's evaluation" if recipe["protocol"] == "rded" else str(recipe["protocol"])
+    lr = "RDED's lr by student" + (f" ({recipe.get('lr')} for others)" if recipe.get("lr_by_arch") else "")
+    if not recipe.get("lr_by_arch"):
+        lr = f"lr {recipe.get('lr')}"
+    crop = recipe.get("crop_scale") or []
+    return (f"{name}: {recipe.get('schedule')} schedule, {lr}, decay {recipe.get('weight_decay')} on "
+            f"{recipe.get('decay')}, batch {recipe.get('batch_size')}, crops {tuple(crop)}"
+            + (" after patch shuffle" if recipe.get("patch_shuffle") else "")
+            + f", {recipe.get('mix')} (alpha {recipe.get('mix_alpha')}), val resize {recipe.get('val_resize')}")

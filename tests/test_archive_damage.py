@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 import hellopack.archive.reader as reader_mod
-from hellopack.archive import ArchiveError, canonical_json, open_archive
+from hellopack.archive import FORMAT_MINOR, ArchiveError, canonical_json, open_archive
 from hellopack.archive.manifest import MemberInfo
 from hellopack.archive.tarstream import entry_header
 from hellopack.archive.zstdio import MemberReader
@@ -108,7 +108,7 @@ CASES = {
     "bad-type": (lambda v: _raw_manifest(v, lambda m: m["images"].update(count="2")),
                  "manifest: key 'images.count' must be a non-negative integer"),
     "version-disagrees": (lambda v: _raw_manifest(v, lambda m: m.update(format_version=[1, 3])),
-                          "manifest: format_version 1.3 disagrees with the header's 1.0"),
+                          "manifest: format_version 1.3 disagrees with the header's 1.1"),
     "not-json": (lambda v: _raw_bytes(v, b"{not json"), "manifest: invalid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
     "deep-json": (lambda v: _raw_bytes(v, b"[" * 100000 + b"]" * 100000), "manifest: invalid JSON (nested too deeply)"),
     "dup-key": (lambda v: _raw_bytes(v, b'{"a":1,"a":2}'), 'manifest: invalid JSON (duplicate key "a")'),
@@ -146,7 +146,7 @@ def _bad_sum(tar: bytes) -> bytes:
 def _raw_bytes(valid: bytes, raw: bytes) -> bytes:
     m, stored = mv.split(valid)
     data = b"".join(stored[x["name"]] for x in m["members"])
-    return struct.pack("<8sHHIQ32s", b"HLLOPACK", 1, 0, 0, len(raw), hashlib.sha256(raw).digest()) + raw + data
+    return struct.pack("<8sHHIQ32s", b"HLLOPACK", 1, FORMAT_MINOR, 0, len(raw), hashlib.sha256(raw).digest()) + raw + data
 
 
 def _raw_manifest(valid: bytes, edit) -> bytes:

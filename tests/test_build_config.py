@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import pytest
@@ -72,7 +74,12 @@ def test_derived_defaults():
     assert cfg.resolved_factor(224) == 2 and cfg.resolved_factor(32) == 1
     assert cfg.resolved_rank_head(100) == 64 and cfg.resolved_rank_head(1000) == 128
     assert cfg.resolved_workdir().as_posix() == "runs/in1k.work"
-    assert [cfg.resolved_train_batch_size(n) for n in (10, 100, 10_000)] == [10, 16, 100]
+    # RDED's argument.py: IPC 1/10/50 -> 10/50/100, doubled for 100 and 1,000 classes, capped at IPC x classes
+    by_ipc = {ipc: dataclasses.replace(cfg, ipc=ipc) for ipc in (1, 10, 50)}
+    got = {(ipc, c): by_ipc[ipc].resolved_train_batch_size(c, ipc * c) for ipc in (1, 10, 50) for c in (5, 10, 100, 1000)}
+    assert got == {(1, 5): 5, (1, 10): 10, (1, 100): 20, (1, 1000): 20, (10, 5): 50, (10, 10): 50, (10, 100): 100,
+                   (10, 1000): 100, (50, 5): 100, (50, 10): 100, (50, 100): 200, (50, 1000): 200}
+    assert cfg.resolved_train_batch_size(10, 30) == 30  # --allow-short: never more than the archive holds
     with pytest.raises(HellopackError) as e:
         BuildConfig(recipe="imagenet", out="x", factor=3).resolved_factor(224)
     assert str(e.value) == "factor 3 does not divide the image size 224; choose --factor among 1, 2, 4, 7, 8, 14, 16, 28"
@@ -99,3 +106,28 @@ def test_stage_markers_match_only_the_same_key(tmp_path):
     wd.mark("fit", k1, {"steps": 12})
     assert wd.done("fit", k1) == {"steps": 12}
     assert wd.done("fit", stage_key("fit", {"lr": 2e-3}, upstream="abc")) is None
+
+
+def test_the_recipe_build_writes_is_rdeds_evaluation():
+    in1k = BuildConfig(recipe="imagenet", out="x", ipc=10).train_recipe(factor=2, size=224, num_classes=1000,
+                                                                        num_images=10_000)
+    assert in1k == {"protocol": "rded", "epochs": 300, "optimizer": "adamw", "lr": 0.001, "lr_by_arch": True,
+                    "weight_decay": 0.01, "decay": "weights", "schedule": "half-cosine", "batch_size": 100,
+                    "loss": "mse", "beta": 0.1, "temperature": 20.0, "mix": "cutmix", "mix_alpha": 1.0,
+                    "crop_scale": [0.5, 1.0], "patch_shuffle": True, "val_resize": 256}
+    c10 = BuildConfig(recipe="cifar10", out="x", ipc=50, train_loss="kl", train_mix="mixup").train_recipe(
+        factor=1, size=32, num_classes=10, num_images=500)
+    assert (c10["batch_size"], c10["crop_scale"], c10["patch_shuffle"], c10["val_resize"]) == (100, [1.0, 1.0], False, 32)
+    assert (c10["loss"], c10["beta"], c10["temperature"], c10["mix_alpha"]) == ("kl", 0.0, 4.0, 0.8)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("train_optimizer", "adam", "train optimizer must be one of adamw, sgd, got 'adam'"),
+    ("train_schedule", "step", "train schedule must be one of half-cosine, cosine, constant, got 'step'"),
+    ("train_decay", "none", "train decay must be one of weights, all, got 'none'"),
+    ("observer", "oracle", "--observer must be one of teacher, projector, got 'oracle'"),
+])
+def test_recipe_choices_are_checked_when_the_config_is_made(field, value, message):
+    with pytest.raises(HellopackError) as e:
+        BuildConfig(recipe="cifar10", out="x", **{field: value})
+    assert str(e.value) == message

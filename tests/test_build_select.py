@@ -106,7 +106,13 @@ def test_layout_and_stitch_place_patches_row_major():
     chosen = Chosen([["a", "b", "c", "d", "e"], ["f", "g", "h"]], [[0] * 5, [0] * 3], [[0.0] * 5, [0.0] * 3])
     labels, slots = patch_layout(chosen, ipc=2, factor=2)
     assert labels == [0, 0, 1]
-    assert slots == [[0, 1, 2, 3], [4, 0, 1, 2], [5, 6, 7, 5]]
+    # RDED's mix_images stride: patch q of image j is sorted crop q * m + j (m images in the class),
+    # reusing crops cyclically in a short class
+    assert slots == [[0, 2, 4, 1], [1, 3, 0, 2], [5, 6, 7, 5]]
+    full = Chosen([list("abcdefgh")], [[0] * 8], [[0.0] * 8])
+    assert patch_layout(full, ipc=2, factor=2) == ([0, 0], [[0, 2, 4, 6], [1, 3, 5, 7]])
+    nine = Chosen([[str(i) for i in range(12)]], [[0] * 12], [[0.0] * 12])
+    assert patch_layout(nine, ipc=3, factor=2)[1] == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
     patches = torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()
     img = stitch(patches, 2)
     assert img.shape == (3, 4, 4)

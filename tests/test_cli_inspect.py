@@ -38,7 +38,7 @@ def test_json_is_complete_and_parses():
     assert s["replaces"]["soft_label_bytes"] == 2400
     assert s["replaces"]["total_bytes"] == 2400 + 24600
     assert s["replaces"]["payload_bytes"] == 85 + 210
-    assert s["manifest"]["format_version"] == [1, 0]
+    assert s["manifest"]["format_version"] == [1, 1]
 
 
 def test_verify_passes_on_good():

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,8 +94,18 @@ def test_losses() -> None:
     assert student_loss(s, None, hard).item() == pytest.approx(ce.item())
     assert student_loss(s, t, hard, loss="mse", beta=0.1).item() == pytest.approx(5 / 3 + 0.1 * ce.item(), rel=1e-6)
     assert student_loss(t, t, hard, loss="kl", beta=0.0).item() == pytest.approx(0.0, abs=1e-6)
-    kl = F.kl_div(F.log_softmax(s / 4, 1), F.softmax(t / 4, 1), reduction="batchmean") * 16
-    assert student_loss(s, t, hard, loss="kl", beta=0.5, temperature=4).item() == pytest.approx(kl.item() + 0.5 * ce.item(), rel=1e-5)
+    # RDED's KL by hand: sum_c p_c (log p_c - log q_c), p = softmax(t / T), q = softmax(s / T), T = 4, batch of 1
+    def softmax(v: list[float]) -> list[float]:
+        e = [math.exp(x / 4) for x in v]
+        return [x / sum(e) for x in e]
+
+    p, q = softmax([0.0, 2.0, 5.0]), softmax([1.0, 2.0, 3.0])
+    kl = sum(pc * (math.log(pc) - math.log(qc)) for pc, qc in zip(p, q))
+    assert kl == pytest.approx(0.04822, abs=1e-5)
+    assert student_loss(s, t, hard, loss="kl", beta=0.0, temperature=4).item() == pytest.approx(kl, rel=1e-5)  # no T^2
+    assert student_loss(s, t, hard, loss="kl", beta=0.5, temperature=4).item() == pytest.approx(kl + 0.5 * ce.item(), rel=1e-5)
+    # hellopack 0.1's kl, kept for its archives: T^2 * KL + beta * CE
+    assert student_loss(s, t, hard, loss="kl-t2", beta=0.5, temperature=4).item() == pytest.approx(16 * kl + 0.5 * ce.item(), rel=1e-5)
 
 
 # ---- checkpoints -------------------------------------------------------------------------

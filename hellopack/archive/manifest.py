@@ -90,6 +90,8 @@ RGB: Check = (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_num(x) f
               "a list of 3 numbers")
 FINGERPRINT: Check = (lambda v: isinstance(v, str) and FINGERPRINT_RE.fullmatch(v) is not None,
                       "'sha256:' followed by 64 lowercase hex digits")
+PAIR01: Check = (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v)
+                 and 0 < v[0] <= v[1] <= 1, "a list of 2 numbers 0 < min <= max <= 1")
 KERNEL: Check = (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v),
                  "a list of 2 positive integers")
 
@@ -112,6 +114,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
                "patch_shuffle": BOOL},
     "seeds": {"build": INT},
 }
+# recipe keys added in format 1.1 (the RDED protocol); a 1.0 archive lacks them and keeps its old meaning
+RECIPE_OPTIONAL: dict[str, Check] = {"protocol": STR, "lr_by_arch": BOOL, "decay": STR, "mix_alpha": NUM,
+                                     "crop_scale": PAIR01, "val_resize": POS}
 CLASS_SCHEMA: dict[str, Check] = {"index": INT, "name": STR, "source_id": STR}
 TARGET_SCHEMA: dict[str, Check] = {"name": STR, "kind": _enum("conv2d", "linear"), "rank": POS,
                                    "alpha": NUM, "in_features": POS, "out_features": POS}
@@ -156,6 +161,7 @@ def validate_manifest(m: Mapping[str, Any], header_version: tuple[int, int] | No
                                        f"(reads {FORMAT_MAJOR}.x); upgrade hellopack")
     for key, schema in SCHEMA.items():
         _check_obj(m[key], schema, key)
+    _check_obj(m["recipe"], RECIPE_OPTIONAL, "recipe", required=False)
     classes = m["classes"]
     if not isinstance(classes, list) or not classes:
         raise ArchiveError("manifest", "key 'classes' must be a non-empty list")

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hellopack.errors import HellopackError
+from hellopack.train import protocol
+from hellopack.train.config import DECAYS, MIXES, OPTIMIZERS, SCHEDULES
 
 LORA_DTYPES = ("fp16", "int8")
-TRAIN_LOSSES = ("mse", "kl")
-TRAIN_MIXES = ("cutmix", "mixup", "none")
+TRAIN_LOSSES = ("mse", "kl")  # kl-t2 is only for archives from before the RDED protocol
+OBSERVERS = ("teacher", "projector")
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,12 @@ class BuildConfig:
     fit_checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
     lam: float = 0.1
     val_fraction: float = 0.02  # held out for the fidelity report when there is no test split
-    # --- RDED initialisation
+    # --- RDED initialisation (synthesize/: N random real images per class, M square crops each)
     n_real: int = 300
     m_crops: int = 5
-    # RDED's default and torchvision's: small crops give object parts, the CE filter drops the uninformative ones.
+    # RDED's MultiRandomCrop: RandomResizedCrop's default (0.08, 1), aspect 1:1.
     crop_scale: tuple[float, float] = (0.08, 1.0)
+    observer: str = "teacher"  # scores the crops: "teacher" (mean teacher logits, paper Eq. 6) or "projector"
     # --- image update
     update: bool = True
     update_steps: int = 100
@@ -78,17 +81,22 @@ class BuildConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0
-    # --- the training recipe written into the manifest for `hellopack train`
+    # --- the training recipe written into the manifest for `hellopack train`: RDED's evaluation
+    # (hellopack.train.protocol), with HeLlO's MSE + beta * CE loss
     train_epochs: int = 300
     train_optimizer: str = "adamw"
-    train_lr: float = 1e-3
+    train_lr: float = 1e-3  # for students RDED's table does not list
+    train_lr_by_arch: bool = True  # RDED's AdamW lr by student architecture
     train_weight_decay: float = 0.01
-    train_schedule: str = "cosine"
-    train_batch_size: int | None = None  # default: from the image count (see resolved_train_batch_size)
+    train_decay: str = "weights"  # decay on weight matrices only (RDED's get_parameters), or "all"
+    train_schedule: str = "half-cosine"  # per epoch, ends at half the lr (RDED's --cos)
+    train_batch_size: int | None = None  # default: RDED's by IPC and class count
     train_loss: str = "mse"
-    train_beta: float = 0.1
-    train_temperature: float = 20.0
+    train_beta: float | None = None  # default: 0.1 for mse, 0 for kl (RDED's KL has no CE term)
+    train_temperature: float | None = None  # default: 20 for CutMix, 4 for MixUp (RDED)
     train_mix: str = "cutmix"
+    train_mix_alpha: float | None = None  # default: 1 for CutMix, 0.8 for MixUp (RDED)
+    train_crop_scale: tuple[float, float] | None = None  # default: (1 / factor, 1) (RDED)
     train_patch_shuffle: bool | None = None  # default: factor > 1
 
     def __post_init__(self) -> None:
@@ -96,8 +104,9 @@ class BuildConfig:
             object.__setattr__(self, "teachers", (self.teachers,) if isinstance(self.teachers, str) else tuple(self.teachers))
         if isinstance(self.pretrained, str) and self.pretrained.lower() in ("none", ""):
             object.__setattr__(self, "pretrained", None)  # the flag's spelling of "no tag" (random init / own weights)
-        if isinstance(self.crop_scale, list):
-            object.__setattr__(self, "crop_scale", tuple(self.crop_scale))
+        for name in ("crop_scale", "train_crop_scale"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         _validate(self)
 
     # ---- construction -------------------------------------------------------------
@@ -134,11 +143,28 @@ class BuildConfig:
     def resolved_rank_head(self, num_classes: int) -> int:
         return self.rank_head if self.rank_head is not None else (64 if num_classes <= 100 else 128)
 
-    def resolved_train_batch_size(self, num_images: int) -> int:
+    def resolved_train_batch_size(self, num_classes: int, num_images: int) -> int:
         if self.train_batch_size is not None:
             return self.train_batch_size
-        # RDED evaluates IN-1K IPC 10 at batch 100; small sets need several steps per epoch.
-        return max(1, min(100, max(16, num_images // 10), num_images))
+        return min(protocol.batch_size(self.ipc, num_classes), num_images)
+
+    def train_recipe(self, factor: int, size: int, num_classes: int, num_images: int) -> dict[str, Any]:
+        """The manifest's ``recipe``: what `hellopack train` defaults to for this archive."""
+        mix = self.train_mix
+        beta = self.train_beta if self.train_beta is not None else (0.0 if self.train_loss == "kl" else 0.1)
+        crop = self.train_crop_scale if self.train_crop_scale is not None else protocol.crop_scale(factor)
+        return {
+            "protocol": protocol.PROTOCOL, "epochs": self.train_epochs, "optimizer": self.train_optimizer,
+            "lr": self.train_lr, "lr_by_arch": self.train_lr_by_arch, "weight_decay": self.train_weight_decay,
+            "decay": self.train_decay, "schedule": self.train_schedule,
+            "batch_size": self.resolved_train_batch_size(num_classes, num_images), "loss": self.train_loss,
+            "beta": beta, "temperature": self.train_temperature if self.train_temperature is not None
+            else protocol.TEMPERATURE[mix], "mix": mix,
+            "mix_alpha": self.train_mix_alpha if self.train_mix_alpha is not None else protocol.MIX_ALPHA[mix],
+            "crop_scale": [float(crop[0]), float(crop[1])],
+            "patch_shuffle": self.train_patch_shuffle if self.train_patch_shuffle is not None else factor > 1,
+            "val_resize": protocol.val_resize(size),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the manifest's "build" key (paths as given)."""
@@ -271,8 +297,19 @@ def _validate(c: BuildConfig) -> None:
     need(0 <= c.max_bad_fraction <= 1, f"--max-bad-fraction must be between 0 and 1, got {c.max_bad_fraction}")
     need(c.train_epochs >= 1, f"train epochs must be 1 or more, got {c.train_epochs}")
     need(c.train_batch_size is None or c.train_batch_size >= 1, f"train batch size must be 1 or more, got {c.train_batch_size}")
-    need(c.train_loss in TRAIN_LOSSES, f"train loss must be one of {', '.join(TRAIN_LOSSES)}, got '{c.train_loss}'")
-    need(c.train_mix in TRAIN_MIXES, f"train mix must be one of {', '.join(TRAIN_MIXES)}, got '{c.train_mix}'")
+    for what, value, valid in (("loss", c.train_loss, TRAIN_LOSSES), ("mix", c.train_mix, MIXES),
+                               ("optimizer", c.train_optimizer, OPTIMIZERS), ("schedule", c.train_schedule, SCHEDULES),
+                               ("decay", c.train_decay, DECAYS)):
+        need(value in valid, f"train {what} must be one of {', '.join(valid)}, got '{value}'")
+    need(c.train_lr > 0, f"train lr must be positive, got {c.train_lr}")
+    need(c.train_beta is None or c.train_beta >= 0, f"train beta must be 0 or more, got {c.train_beta}")
+    need(c.train_temperature is None or c.train_temperature > 0,
+         f"train temperature must be positive, got {c.train_temperature}")
+    need(c.train_mix_alpha is None or c.train_mix_alpha > 0, f"train mix alpha must be positive, got {c.train_mix_alpha}")
+    if c.train_crop_scale is not None:
+        lo, hi = c.train_crop_scale
+        need(0 < lo <= hi <= 1, f"train crop scale must be two numbers 0 < min <= max <= 1, got {lo} {hi}")
+    need(c.observer in OBSERVERS, f"--observer must be one of {', '.join(OBSERVERS)}, got '{c.observer}'")
     need(bool(c.out), "--out must name the archive to write")
     for spec in c.teachers:
         need(":" in spec, f"teacher '{spec}' must be ARCH:CHECKPOINT or ARCH:WEIGHTS_NAME, e.g. resnet18:ckpt.pt")

@@ -121,7 +121,7 @@ class _Build:
         proj = self.projector(splits)
         fit_key = stage_key("fit", self._fit_parts(proj), teachers_key)
         fidelity = self.fit(proj, splits, scan, specs, size, fit_key)
-        chosen, select_key = self.select(proj, splits, size, factor, k, fit_key)
+        chosen, select_key = self.select(proj, splits, specs, size, factor, k, fit_key)
         if not self.info.is_main:
             return out
         patches, update_key = self.update(proj, size, factor, chosen, select_key)
@@ -237,29 +237,39 @@ class _Build:
                           f"on {report['images']} held-out images")
         return report
 
-    def select(self, proj: _Projector, splits: Splits, size: int, factor: int, k: int,
+    def select(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int, k: int,
                fit_key: str) -> tuple[Chosen, str]:
+        from hellopack.build.teachers import load_ensemble
+
         cfg, info = self.cfg, self.info
-        spec = CropSpec(size=size, m_crops=cfg.m_crops, scale=tuple(cfg.crop_scale), seed=cfg.seed)
+        full = splits.full
+        spec = CropSpec(size=size, m_crops=cfg.m_crops, scale=tuple(cfg.crop_scale), seed=cfg.seed, factor=factor,
+                        fill=full.mean)
         parts = {"ipc": cfg.ipc, "factor": factor, "size": size, "n_real": cfg.n_real, "m_crops": cfg.m_crops,
-                 "crop_scale": list(cfg.crop_scale), "seed": cfg.seed, "allow_short": cfg.allow_short}
+                 "crop_scale": list(cfg.crop_scale), "seed": cfg.seed, "allow_short": cfg.allow_short,
+                 "observer": cfg.observer, "draw": "rded"}
         key = stage_key("select", parts, fit_key)
         done = self._done("select", key)
         if done is not None:
             return Chosen.from_json(done["chosen"]), key
 
-        full = splits.full
         names = [c.name for c in full.classes]
         counts = full.count_per_class()
         expect = sum(min(cfg.n_real, c) for c in counts) if counts else None
-        mine = full.shard(info.rank, info.world_size)
+        if cfg.observer == "teacher":  # paper Eq. 6: the mean of the weak teachers' logits
+            scorer: Any = load_ensemble(specs, len(names), size, full.mean, full.std, self.device, self.mf)
+        else:
+            scorer = proj.model
 
         def observer(x: torch.Tensor) -> torch.Tensor:
             with autocast(self.device):
-                return proj.model(x)
+                return scorer(x)
 
+        if info.is_main:
+            self.rep.info(f"select: {cfg.observer} scores {cfg.m_crops} crops of {cfg.n_real} random images per class"
+                          + ("" if full.random_access else " (streaming source: drawn by seeded shard order)"))
         with self.rep.stage("select: score crops", total=expect, unit="img") as bar:
-            items = first_per_class(_positioned(mine), len(names), cfg.n_real)
+            items = first_per_class(drawn(full, cfg.seed, info.rank, info.world_size), len(names), cfg.n_real)
             cands = score_stream(observer, items, spec, cfg.eval_batch_size, self.device, self.mf,
                                  on_images=lambda n: bar.advance(n * info.world_size))
         merged = Candidates.concat(dist.all_gather_objects(cands)) if info.enabled else cands
@@ -272,7 +282,8 @@ class _Build:
         crops = _open_memmap(tmp, "w+", (chosen.total(), 3, size, size), sel_dir / CROPS_FILE)
         with self.rep.stage("select: extract crops", total=len({x for ks in chosen.key for x in ks}),
                             unit="img") as bar:
-            extract_crops(((s.key, s.image) for s in full), chosen, spec, _slot_writer(crops), on_image=bar.advance)
+            extract_crops(((key, image) for _, _, key, image in drawn(full, cfg.seed)), chosen, spec,
+                          _slot_writer(crops), on_image=bar.advance)
         crops.flush()
         del crops  # unmap before the rename
         os.replace(tmp, sel_dir / CROPS_FILE)
@@ -336,7 +347,6 @@ class _Build:
         from hellopack.build.teachers import load_ensemble
         from hellopack.data import make_loader
         from hellopack.train.augment import AugmentConfig
-        from hellopack.train.config import SMALL_IMAGE_CROP_SCALE, SMALL_IMAGE_MAX
 
         cfg = self.cfg
         if cfg.refine_steps == 0:
@@ -344,14 +354,16 @@ class _Build:
         params = RefineParams(steps=cfg.refine_steps, lr=cfg.refine_lr if cfg.refine_lr is not None else cfg.fit_lr,
                               weight_decay=cfg.fit_weight_decay, batch_size=cfg.refine_batch_size, lam=cfg.lam,
                               seed=cfg.seed)
-        # The views `train` will draw with this archive's recipe (TrainConfig's crop scale rule).
-        aug = AugmentConfig(size=size, num_classes=len(splits.full.classes),
-                            crop_scale=SMALL_IMAGE_CROP_SCALE if size <= SMALL_IMAGE_MAX else (0.08, 1.0),
-                            factor=factor, patch_shuffle=_patch_shuffle(cfg, factor), mix=cfg.train_mix)
+        # The views `train` will draw with this archive's recipe.
+        recipe = cfg.train_recipe(factor, size, len(splits.full.classes), len(images))
+        aug = AugmentConfig(size=size, num_classes=len(splits.full.classes), crop_scale=tuple(recipe["crop_scale"]),
+                            factor=factor, patch_shuffle=recipe["patch_shuffle"], mix=recipe["mix"],
+                            mix_alpha=recipe["mix_alpha"])
         parts = {"steps": params.steps, "lr": params.lr, "weight_decay": params.weight_decay,
                  "batch_size": params.batch_size, "lam": params.lam, "seed": params.seed,
                  "augment": {"crop_scale": list(aug.crop_scale), "factor": factor,
-                             "patch_shuffle": aug.patch_shuffle, "mix": aug.mix},
+                             "patch_shuffle": aug.patch_shuffle, "shuffle": aug.shuffle, "mix": aug.mix,
+                             "mix_alpha": aug.mix_alpha},
                  "fit": fit_key}
         key = stage_key("refine", parts, update_key)
         ref_dir = self.wd.stage_dir("refine")
@@ -405,11 +417,7 @@ class _Build:
             base=base,
             lora={"dtype": cfg.lora_dtype, "rank_encoder": cfg.rank_encoder, "rank_head": proj.model.rank_head,
                   "parameters": proj.model.num_lora_parameters(), "targets": proj.model.lora_layout()},
-            recipe={"epochs": cfg.train_epochs, "optimizer": cfg.train_optimizer, "lr": cfg.train_lr,
-                    "weight_decay": cfg.train_weight_decay, "schedule": cfg.train_schedule,
-                    "batch_size": cfg.resolved_train_batch_size(len(distilled)), "loss": cfg.train_loss,
-                    "beta": cfg.train_beta, "temperature": cfg.train_temperature, "mix": cfg.train_mix,
-                    "patch_shuffle": _patch_shuffle(cfg, factor)},
+            recipe=cfg.train_recipe(factor, size, len(full.classes), len(distilled)),
             seed=cfg.seed, build=build_record(cfg.to_dict()), fidelity=fid)
         lora = {k: v.detach().cpu().float().numpy() for k, v in proj.model.lora_state_dict().items()}
 
@@ -449,16 +457,30 @@ class DistilledImages:
         return torch.stack([self.image(int(i)) for i in idx])
 
 
-def _patch_shuffle(cfg: BuildConfig, factor: int) -> bool:
-    return cfg.train_patch_shuffle if cfg.train_patch_shuffle is not None else factor > 1
+def drawn(src: Any, seed: int, rank: int = 0, world: int = 1) -> Iterator[tuple[int, int, str, Any]]:
+    """(draw position, label, key, image) for this process's share of the seeded random draw.
 
-
-def _positioned(view: Any) -> Iterator[tuple[int, int, str, Any]]:
-    """(stream position, label, key, image) for the decodable samples of a source view."""
-    for pos, entry in view.iter_entries(None):
-        sample = view.load_entry(entry)
+    RDED shuffles each class's file list and takes the first N; here the whole source is
+    visited in one seeded random order (random-access sources) and ``first_per_class`` takes
+    each class's first N in that order: the same uniform draw, without a list per class. A
+    streaming source is read in a seeded shard order. Position j of the draw goes to process
+    ``j % world``; bad images are skipped.
+    """
+    if src.random_access:
+        total = int(src.num_samples)
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0x64726177]).generate_state(1)[0]))
+        order = torch.randperm(total, generator=gen)
+        for j in range(rank, total, world):
+            sample = src.load_entry(src.entry_at(int(order[j])))
+            if sample is not None:
+                yield j, sample.label, sample.key, sample.image
+        return
+    for j, entry in src.iter_entries(int(np.random.SeedSequence([seed, 0x64726177]).generate_state(1)[0])):
+        if j % world != rank:
+            continue
+        sample = src.load_entry(entry)
         if sample is not None:
-            yield pos, sample.label, sample.key, sample.image
+            yield j, sample.label, sample.key, sample.image
 
 
 def _file_identity(spec: str) -> list[Any]:

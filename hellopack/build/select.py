@@ -1,8 +1,14 @@
-"""RDED initialisation with the projector as observer.
+"""RDED initialisation, as RDED's synthesis code does it (LINs-lab/RDED, synthesize/main.py, utils.py).
 
-Per class: the first ``n_real`` images of the stream, ``m_crops`` RandomResizedCrops of each
-at the full image size, each crop scored by CE(observer(crop), class); every image keeps
-its best (lowest-CE) crop, and the class keeps its ``k = ipc * factor^2`` lowest-CE crops.
+Per class: ``n_real`` real images drawn at random (seeded; the caller orders the stream, and
+the first ``n_real`` of a class in that order are taken, as RDED's shuffled ``ImageFolder``
+does), ``m_crops`` square RandomResizedCrops of each (``MultiRandomCrop``: scale (0.08, 1),
+aspect 1:1), each crop scored by CE(observer(view), class) where the view is the crop at
+``size / factor`` zero-padded (in normalised space) to ``size`` (RDED's ``selector`` + ``pad``);
+every image keeps its best (lowest-CE) crop, and the class keeps its ``k = ipc * factor^2``
+lowest-CE crops. Image j of a class takes sorted crops j, ipc + j, 2 ipc + j, ... for its
+patches in row-major order (``mix_images``). Crops are kept at the full ``size`` too: the
+image update compares each stored patch with that full-resolution source crop.
 
 Two passes keep memory flat: pass 1 (``score_stream``) keeps a few numbers per image
 (key, stream position, best crop index, CE), which merge across processes
@@ -32,7 +38,7 @@ from hellopack.errors import HellopackError
 
 Observer = Callable[[torch.Tensor], torch.Tensor]  # float [B,3,S,S] in [0,1] -> logits [B,C]
 Item = tuple[int, int, str, Image.Image]  # (stream position, label, key, image)
-RATIO = (3 / 4, 4 / 3)
+RATIO = (1.0, 1.0)  # MultiRandomCrop: RandomResizedCrop(..., ratio=(1, 1))
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,24 @@ class CropSpec:
     m_crops: int
     scale: tuple[float, float]
     seed: int
+    factor: int = 1  # crops are scored at size / factor, padded back to size
+    fill: tuple[float, float, float] = (0.0, 0.0, 0.0)  # padding in [0, 1] (the dataset mean: 0 once normalised)
+
+
+def scoring_view(crops01: torch.Tensor, factor: int, fill: Sequence[float]) -> torch.Tensor:
+    """What the observer scores: each crop at ``size / factor``, centred on a ``fill``-coloured canvas."""
+    if factor == 1:
+        return crops01
+    from hellopack.build.update import downsample
+
+    size = crops01.shape[-1]
+    small = downsample(crops01, factor)
+    s = small.shape[-1]
+    canvas = torch.tensor(list(fill), dtype=crops01.dtype, device=crops01.device).view(1, 3, 1, 1)
+    out = canvas.expand(len(crops01), 3, size, size).clone()
+    top = (size - s) // 2  # RDED's pad: vertical // 2 above, the rest below (same for the width)
+    out[:, :, top:top + s, top:top + s] = small
+    return out
 
 
 @dataclass(frozen=True)
@@ -116,9 +140,10 @@ def first_per_class(items: Iterable[Item], num_classes: int, n_real: int) -> Ite
 
 @torch.no_grad()
 def score_crops(observer: Observer, crops_u8: torch.Tensor, labels: torch.Tensor,
-                device: torch.device, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """CE of each crop against its label, float64 on CPU."""
-    x = (crops_u8.to(device).float() / 255).contiguous(memory_format=memory_format)
+                device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
+                factor: int = 1, fill: Sequence[float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+    """CE of each crop's scoring view against its label, float64 on CPU."""
+    x = scoring_view(crops_u8.to(device).float() / 255, factor, fill).contiguous(memory_format=memory_format)
     logits = observer(x).float()
     return F.cross_entropy(logits, labels.to(device), reduction="none").double().cpu()
 
@@ -135,7 +160,8 @@ def score_stream(observer: Observer, items: Iterable[Item], spec: CropSpec, batc
             return
         crops = torch.cat([c for *_, c in pending])
         lab = torch.cat([torch.full((spec.m_crops,), y, dtype=torch.long) for _, y, _, _ in pending])
-        ce = score_crops(observer, crops, lab, device, memory_format).view(len(pending), spec.m_crops)
+        ce = score_crops(observer, crops, lab, device, memory_format, spec.factor,
+                         spec.fill).view(len(pending), spec.m_crops)
         best = torch.argmin(ce, dim=1)  # the first minimum: ties go to the earlier crop
         for (pos, y, key, _), m, row in zip(pending, best.tolist(), ce):
             rows.append((pos, key, y, m, float(row[m])))
@@ -165,7 +191,7 @@ def check_class_size(name: str, index: int, count: int, k: int, allow_short: boo
 
 def merge_candidates(cands: Candidates, class_names: Sequence[str], n_real: int, k: int, allow_short: bool,
                      info: Callable[[str], None] = lambda _m: None) -> Chosen:
-    """Per class: the first ``n_real`` images by stream position, then the ``k`` lowest-CE crops.
+    """Per class: the first ``n_real`` images by (drawn) stream position, then the ``k`` lowest-CE crops.
 
     A class with fewer than ``k`` scored images is an error unless ``allow_short``, which
     keeps what exists and says so through ``info``.
@@ -226,9 +252,10 @@ def extract_crops(samples: Iterable[tuple[str, Image.Image]], chosen: Chosen, sp
 def patch_layout(chosen: Chosen, ipc: int, factor: int) -> tuple[list[int], list[list[int]]]:
     """Per distilled image: its class and the slots of its factor^2 patches (row-major grid).
 
-    Image j of a class takes that class's crops j*f^2 .. (j+1)*f^2-1: the lowest-CE crops
-    go to the first image. A class with fewer than ``ipc * factor^2`` crops
-    (``--allow-short``) gets ``ceil(n / factor^2)`` images and reuses its crops cyclically.
+    RDED's stride (``mix_images``): with ``m`` images in a class, patch q of image j is the
+    class's sorted crop ``q * m + j``, so the lowest-CE crops fill every image's first patch.
+    A class with fewer than ``ipc * factor^2`` crops (``--allow-short``) gets
+    ``m = ceil(n / factor^2)`` images and reuses its crops cyclically.
     """
     per = factor * factor
     labels: list[int] = []
@@ -236,9 +263,10 @@ def patch_layout(chosen: Chosen, ipc: int, factor: int) -> tuple[list[int], list
     start = 0
     for c, keys in enumerate(chosen.key):
         n = len(keys)
-        for j in range(min(ipc, -(-n // per))):
+        m = min(ipc, -(-n // per))
+        for j in range(m):
             labels.append(c)
-            slots.append([start + (j * per + q) % n for q in range(per)])
+            slots.append([start + (q * m + j) % n for q in range(per)])
         start += n
     return labels, slots
 

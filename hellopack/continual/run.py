@@ -98,7 +98,8 @@ class _Continual:
         val: Evaluator | None = None
         if t.val is not None:  # opened first: a wrong --val fails before the images are loaded
             val = val_evaluator(t.val, t.val_recipe, self.manifest, size, eval_bs, t.workers, self.device,
-                                self.info.rank, self.info.world_size)
+                                self.info.rank, self.info.world_size,
+                                resize=next(iter(self.recipes.values())).val_resize)
         self.images, self.labels = load_archive_images(self.archive, size, self.num_classes, reporter)
         if val is None:
             reporter.info("no --val given: accuracy is measured on the archive's own images (not a test accuracy)")

@@ -59,13 +59,15 @@ def _mix(*parts: int) -> int:
     return int(seq.generate_state(1, np.uint64)[0] >> 1)
 
 
-def eval_transform(size: int, crop_pct: float) -> Callable[[Image.Image], torch.Tensor]:
-    scale = int(math.floor(size / crop_pct + 1e-6))
+def eval_transform(size: int, crop_pct: float, resize_to: int | None = None) -> Callable[[Image.Image], torch.Tensor]:
+    """Shorter side to ``resize_to`` (default: ``size / crop_pct``), then a centre crop of ``size``."""
+    scale = resize_to if resize_to is not None else int(math.floor(size / crop_pct + 1e-6))
     resize = v2.Compose([v2.Resize(scale, antialias=True), v2.CenterCrop(size)])
     to_float = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    identity = scale == size if resize_to is not None else crop_pct == 1.0
 
     def apply(img: Image.Image) -> torch.Tensor:
-        if not (crop_pct == 1.0 and img.size == (size, size)):
+        if not (identity and img.size == (size, size)):
             img = resize(img)
         return to_float(img)
 
@@ -90,10 +92,11 @@ class _Batches(IterableDataset):
     """One epoch of one process; yields ("batch", x, y), then ("skips", report) or ("error", msg)."""
 
     def __init__(self, src: ImageSource, size: int, batch_size: int, train: bool, seed: int, epoch: int,
-                 rank: int, world: int) -> None:
+                 rank: int, world: int, eval_resize: int | None = None) -> None:
         super().__init__()
         self.src, self.size, self.batch_size, self.train = src, size, batch_size, train
         self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world
+        self.eval_resize = eval_resize
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         info = get_worker_info()
@@ -134,7 +137,8 @@ class _Batches(IterableDataset):
         yield from buffered_shuffle(entries, random.Random(_mix(self.seed, self.epoch, self.rank, wid)))
 
     def _batches(self, view: ImageSource, items: Iterator[tuple[int, Any]]) -> Iterator[tuple[Any, ...]]:
-        tf = (train_transform if self.train else eval_transform)(self.size, view.crop_pct)
+        tf = train_transform(self.size, view.crop_pct) if self.train else \
+            eval_transform(self.size, view.crop_pct, self.eval_resize)
         xs: list[torch.Tensor] = []
         ys: list[int] = []
         for pos, entry in items:
@@ -164,7 +168,7 @@ class Loader:
     """
 
     def __init__(self, src: ImageSource, size: int, batch_size: int, train: bool, seed: int,
-                 num_workers: int = 0, rank: int = 0, world: int = 1) -> None:
+                 num_workers: int = 0, rank: int = 0, world: int = 1, eval_resize: int | None = None) -> None:
         if size < 1 or batch_size < 1 or num_workers < 0:
             raise HellopackError(f"loader needs size >= 1, batch size >= 1 and workers >= 0 "
                                  f"(got {size}, {batch_size}, {num_workers})")
@@ -172,6 +176,7 @@ class Loader:
             raise HellopackError(f"rank {rank} of world size {world} is invalid; need 0 <= rank < world")
         self.src, self.size, self.batch_size, self.train = src, size, batch_size, train
         self.seed, self.num_workers, self.rank, self.world = seed, num_workers, rank, world
+        self.eval_resize = eval_resize  # evaluation: shorter side to this (default: size / crop_pct)
         self.epoch = 0
         self.skipped = SkipReport()
 
@@ -199,7 +204,8 @@ class Loader:
         return n
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        ds = _Batches(self.src, self.size, self.batch_size, self.train, self.seed, self.epoch, self.rank, self.world)
+        ds = _Batches(self.src, self.size, self.batch_size, self.train, self.seed, self.epoch, self.rank, self.world,
+                      self.eval_resize)
         self.epoch += 1
         stream: Any = iter(ds) if self.num_workers == 0 else iter(
             DataLoader(ds, batch_size=None, num_workers=self.num_workers, persistent_workers=False))
@@ -219,5 +225,6 @@ class Loader:
 
 
 def make_loader(src: ImageSource, size: int, batch_size: int, train: bool, seed: int, num_workers: int = 0,
-                rank: int = 0, world: int = 1) -> Loader:
-    return Loader(src, size, batch_size, train, seed, num_workers=num_workers, rank=rank, world=world)
+                rank: int = 0, world: int = 1, eval_resize: int | None = None) -> Loader:
+    return Loader(src, size, batch_size, train, seed, num_workers=num_workers, rank=rank, world=world,
+                  eval_resize=eval_resize)

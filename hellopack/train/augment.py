@@ -6,10 +6,12 @@ a resumed run) and gives the same batch. torchvision's v2 transforms draw from
 the global RNG, so they run inside ``torch.random.fork_rng`` seeded from that
 generator: the caller's global RNG is never touched.
 
-Order: patch shuffle on the stored (stitched) image, where patch borders are known,
-then RandomResizedCrop + flip per image, then CutMix/MixUp on the batch.
-Crop scale: (0.08, 1) for images above 64 px (RDED's ImageNet evaluation, torchvision's
-default); (0.5, 1) up to 64 px, where a 0.08 crop is a few noisy pixels (TrainConfig decides).
+Order (RDED, validation/main.py): patch shuffle on the stored (stitched) image, where
+patch borders are known, then RandomResizedCrop + flip per image, then CutMix/MixUp on the
+batch; the labeler and the student both see the mixed batch. Patch shuffle is RDED's
+``ShufflePatches`` (column strips, then row strips; ``shuffle="strips"``) or, for archives
+from hellopack 0.1, any permutation of the factor x factor patches (``shuffle="patches"``).
+The crop scale comes from the recipe: RDED's (1/factor, 1) (hellopack.train.protocol).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from hellopack.train.protocol import shuffle_strips
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -29,6 +33,7 @@ class AugmentConfig:
     flip: bool = True
     factor: int = 1  # images are factor x factor stitched patches (RDED)
     patch_shuffle: bool = True  # only acts when factor > 1
+    shuffle: str = "strips"  # "strips" (RDED's ShufflePatches) or "patches" (hellopack 0.1)
     mix: str = "cutmix"  # "cutmix" | "mixup" | "none"
     mix_alpha: float = 1.0
 
@@ -40,7 +45,7 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
 
 
 def shuffle_patches(x: torch.Tensor, factor: int, gen: torch.Generator) -> torch.Tensor:
-    """Permute each image's factor x factor patches independently (RDED's ShufflePatches, generalised).
+    """Permute each image's factor x factor patches independently (hellopack 0.1's patch shuffle).
 
     Images whose side is not a multiple of ``factor`` keep their last rows/columns in place.
     """
@@ -81,7 +86,8 @@ class Augmenter:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         if cfg.patch_shuffle and cfg.factor > 1:
-            images = shuffle_patches(images, cfg.factor, gen)
+            shuffle = shuffle_strips if cfg.shuffle == "strips" else shuffle_patches
+            images = shuffle(images, cfg.factor, gen)
         seed = int(torch.randint(0, 2**62, (1,), generator=gen))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

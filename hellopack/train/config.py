@@ -1,7 +1,7 @@
 """What `hellopack train` was asked to do, and the effective recipe after the manifest fills the gaps.
 
 Recipe fields left as ``None`` come from the archive's ``manifest["recipe"]``
-(what the builder recommends), falling back to RDED's evaluation protocol.
+(what the builder recommends), falling back to RDED's evaluation proto.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from hellopack.errors import HellopackError
+from hellopack.train import protocol as proto
 
-# RDED's evaluation protocol: used only when the manifest has no recipe entry.
+# What an archive's recipe means when a key is absent: archives from before the RDED protocol
+# (no "protocol" key) carried only these, so every key added since reads as its old behaviour.
 FALLBACK_RECIPE: dict[str, Any] = {
     "epochs": 300,
     "optimizer": "adamw",
@@ -26,14 +28,12 @@ FALLBACK_RECIPE: dict[str, Any] = {
     "patch_shuffle": True,
 }
 
-SMALL_IMAGE_MAX = 64
-SMALL_IMAGE_CROP_SCALE = (0.5, 1.0)
-
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
-LOSSES = ("mse", "kl")
+SCHEDULES = ("half-cosine", "cosine", "constant")
+LOSSES = ("mse", "kl", "kl-t2")
 LABELS = ("projector", "teacher", "hard")
 MIXES = ("cutmix", "mixup", "none")
+DECAYS = ("weights", "all")
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,11 @@ class TrainConfig:
     temperature: float | None = None
     mix: str | None = None
     patch_shuffle: bool | None = None
+    mix_alpha: float | None = None  # Beta(a, a) of CutMix/MixUp
+    crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale
+    decay: str | None = None  # "weights" (RDED: matrices only) or "all"
     # not in the manifest
     momentum: float = 0.9  # SGD only
-    mix_alpha: float = 1.0
-    crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale; None: by image size (see below)
     labels: str = "projector"
     teacher: str | tuple[str, ...] | None = None  # "ARCH:CKPT" (several: a tuple or comma-separated)
     seeds: int = 1
@@ -83,42 +84,83 @@ class TrainConfig:
         return tuple(self.teacher)
 
     def resolve(self, manifest: Mapping[str, Any]) -> "Recipe":
-        """Fill every ``None`` recipe field from the manifest, validate, and return the effective values."""
-        stored = dict(FALLBACK_RECIPE)
-        stored.update({k: v for k, v in (manifest.get("recipe") or {}).items() if v is not None})
+        """Fill every ``None`` recipe field from the manifest, validate, and return the effective values.
+
+        An archive's recipe names its ``protocol``; one without it predates the RDED protocol
+        and its absent keys keep their old meaning (see hellopack.train.protocol).
+        """
+        given = {k: v for k, v in (manifest.get("recipe") or {}).items() if v is not None}
+        stored = {**FALLBACK_RECIPE, **given}
+        legacy = "protocol" not in given
         images = manifest.get("images") or {}
-        values = {k: getattr(self, k) if getattr(self, k) is not None else stored[k] for k in FALLBACK_RECIPE}
+        size = int(images.get("size", 0))
+
+        def pick(name: str, default: Any = None) -> Any:
+            mine = getattr(self, name)
+            return mine if mine is not None else stored.get(name, default)
+
+        mix = str(pick("mix")).lower()
+        mix_changed = self.mix is not None and mix != str(stored["mix"]).lower()
+        loss = str(pick("loss")).lower()
+        if legacy and self.loss is None and loss == "kl":
+            loss = "kl-t2"  # what `--loss kl` meant before: T^2 * KL + beta * CE
+        if self.beta is not None:
+            beta = self.beta
+        elif loss == "kl" and (legacy or str(stored["loss"]).lower() != "kl"):
+            beta = 0.0  # RDED's KL has no CE term unless --beta asks for one
+        else:
+            beta = stored["beta"]
+        if self.lr is not None:
+            lr, lr_source = self.lr, "--lr"
+        elif stored.get("lr_by_arch"):
+            lr = proto.lr_for(self.arch, float(stored["lr"]))
+            known = self.arch in proto.RDED_LR
+            lr_source = f"RDED's AdamW lr for {self.arch}" if known else f"the archive's lr ({self.arch} is not in RDED's table)"
+        else:
+            lr, lr_source = stored["lr"], "the archive's lr"
+        # a --mix other than the archive's takes RDED's temperature and strength for that mix
+        if self.temperature is not None:
+            temperature = self.temperature
+        else:
+            temperature = proto.TEMPERATURE.get(mix, 20.0) if mix_changed else stored["temperature"]
+        if self.mix_alpha is not None:
+            mix_alpha = self.mix_alpha
+        else:
+            mix_alpha = proto.MIX_ALPHA.get(mix, 1.0) if mix_changed else stored.get("mix_alpha", 1.0)
+        if self.crop_scale is not None:
+            crop = self.crop_scale
+        elif "crop_scale" in given:
+            crop = given["crop_scale"]
+        else:
+            crop = proto.legacy_crop_scale(size)
         r = Recipe(
-            epochs=int(values["epochs"]),
-            optimizer=str(values["optimizer"]).lower(),
-            lr=float(values["lr"]),
-            weight_decay=float(values["weight_decay"]),
-            schedule=str(values["schedule"]).lower(),
-            batch_size=int(values["batch_size"]),
-            loss=str(values["loss"]).lower(),
-            beta=float(values["beta"]),
-            temperature=float(values["temperature"]),
-            mix=str(values["mix"]).lower(),
-            patch_shuffle=bool(values["patch_shuffle"]),
+            epochs=int(pick("epochs")),
+            optimizer=str(pick("optimizer")).lower(),
+            lr=float(lr),
+            weight_decay=float(pick("weight_decay")),
+            schedule=str(pick("schedule")).lower(),
+            batch_size=int(pick("batch_size")),
+            loss=loss,
+            beta=float(beta),
+            temperature=float(temperature),
+            mix=mix,
+            patch_shuffle=bool(pick("patch_shuffle")),
             momentum=float(self.momentum),
-            mix_alpha=float(self.mix_alpha),
-            crop_scale=self._crop_scale(int(images.get("size", 0))),
+            mix_alpha=float(mix_alpha),
+            crop_scale=_pair(crop),
             labels=self.labels,
             teachers=self.teacher_specs(),
-            image_size=int(images.get("size", 0)),
+            image_size=size,
             factor=int(images.get("factor", 1) or 1),
             mean=tuple(float(v) for v in images.get("mean", (0.5, 0.5, 0.5))),
             std=tuple(float(v) for v in images.get("std", (0.5, 0.5, 0.5))),
+            decay=str(pick("decay", "all")).lower(),
+            val_resize=None if given.get("val_resize") is None else int(given["val_resize"]),
+            protocol=proto.LEGACY if legacy else str(given["protocol"]),
+            lr_source=lr_source,
         )
         self._validate(r)
         return r
-
-    def _crop_scale(self, size: int) -> tuple[float, float]:
-        """RDED's ImageNet protocol crops (0.08, 1); at <= 64 px a 0.08 crop is a few pixels of noise
-        (9 px of a 32-px image), so small images keep at least half their area."""
-        if self.crop_scale is not None:
-            return (float(self.crop_scale[0]), float(self.crop_scale[1]))
-        return SMALL_IMAGE_CROP_SCALE if size <= SMALL_IMAGE_MAX else (0.08, 1.0)
 
     def _validate(self, r: "Recipe") -> None:
         def choice(flag: str, value: str, valid: tuple[str, ...]) -> None:
@@ -130,12 +172,14 @@ class TrainConfig:
         choice("loss", r.loss, LOSSES)
         choice("labels", r.labels, LABELS)
         choice("mix", r.mix, MIXES)
+        choice("decay", r.decay, DECAYS)
         positive = {"epochs": r.epochs, "batch-size": r.batch_size, "lr": r.lr, "temperature": r.temperature,
                     "seeds": self.seeds, "eval-every": self.eval_every}
         for flag, v in positive.items():
             if not v > 0:
                 raise HellopackError(f"--{flag} must be positive, got {v}")
-        for flag, v in {"weight-decay": r.weight_decay, "beta": r.beta, "workers": self.workers}.items():
+        for flag, v in {"weight-decay": r.weight_decay, "beta": r.beta, "workers": self.workers,
+                        "mix-alpha": r.mix_alpha}.items():
             if v < 0:
                 raise HellopackError(f"--{flag} must be zero or positive, got {v}")
         lo, hi = r.crop_scale
@@ -181,9 +225,20 @@ class Recipe:
     factor: int
     mean: tuple[float, ...] = field(default=(0.5, 0.5, 0.5))
     std: tuple[float, ...] = field(default=(0.5, 0.5, 0.5))
+    decay: str = "weights"  # which parameters get weight decay
+    val_resize: int | None = None  # --val: shorter side to this, then centre crop (None: the source's rule)
+    protocol: str = proto.PROTOCOL
+    lr_source: str = ""  # where lr came from (the RDED table, the archive, --lr)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("crop_scale", "teachers", "mean", "std"):
             d[k] = list(d[k])
         return d
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise HellopackError(f"crop scale {value!r} must be two numbers, min and max area")
+    return (float(value[0]), float(value[1]))

@@ -90,8 +90,12 @@ def archive_evaluator(images: torch.Tensor, labels: torch.Tensor, num_classes: i
 
 
 def val_evaluator(spec: str, recipe: str | None, manifest: dict, image_size: int, batch_size: int,
-                  num_workers: int, device: torch.device, rank: int = 0, world: int = 1) -> Evaluator:
-    """Open ``--val`` (path, ``RECIPE:PATH`` or recipe name), check its classes, return an evaluator."""
+                  num_workers: int, device: torch.device, rank: int = 0, world: int = 1,
+                  resize: int | None = None) -> Evaluator:
+    """Open ``--val`` (path, ``RECIPE:PATH`` or recipe name), check its classes, return an evaluator.
+
+    ``resize``: the shorter side before the centre crop (RDED: ``size // 7 * 8``); None: the source's rule.
+    """
     from hellopack.data import make_loader
 
     src = open_val_source(spec, recipe, manifest)
@@ -100,7 +104,7 @@ def val_evaluator(spec: str, recipe: str | None, manifest: dict, image_size: int
 
     def batches() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         loader = make_loader(src, image_size, batch_size, train=False, seed=0, num_workers=num_workers,
-                             rank=rank, world=world)
+                             rank=rank, world=world, eval_resize=resize)
         for x, y in loader:
             yield x, remap[y]
 

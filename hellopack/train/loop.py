@@ -37,6 +37,7 @@ from hellopack.train.config import Recipe, TrainConfig
 from hellopack.train.evaluate import Evaluator, archive_evaluator, reduce_sum, val_evaluator
 from hellopack.train.fetch import resolve_archive
 from hellopack.train.labelers import Labeler, build_labeler
+from hellopack.train import protocol as proto
 from hellopack.train.losses import student_loss
 
 
@@ -85,7 +86,8 @@ def manifest_sha256(manifest: dict) -> str:
 def run_identity(cfg: TrainConfig, recipe: Recipe, manifest_sha: str, seed: int,
                  identity_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed (stored in its meta)."""
-    return {"arch": cfg.arch, "seed": seed, "recipe": recipe.to_json(), "archive_manifest_sha256": manifest_sha,
+    settings = {k: v for k, v in recipe.to_json().items() if k != "lr_source"}  # lr_source only describes
+    return {"arch": cfg.arch, "seed": seed, "recipe": settings, "archive_manifest_sha256": manifest_sha,
             **(identity_extra or {})}
 
 
@@ -111,7 +113,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dis
     evaluator: Evaluator | None = None
     if cfg.val is not None:  # opened first: a wrong --val fails before minutes of loading
         evaluator = val_evaluator(cfg.val, cfg.val_recipe, manifest, recipe.image_size, eval_bs, cfg.workers,
-                                  device, info.rank, info.world_size)
+                                  device, info.rank, info.world_size, resize=recipe.val_resize)
     labeler = build_labeler(recipe.labels, archive=archive, teachers=recipe.teachers, num_classes=num_classes,
                             image_size=recipe.image_size, mean=recipe.mean, std=recipe.std, device=device,
                             clip_weights=cfg.clip_weights, allow_base_mismatch=cfg.allow_base_mismatch,
@@ -251,24 +253,6 @@ class StepBatches(torch.utils.data.Dataset):
         return x, hard, self.labels[idx]
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: cosine from lr to 0 over the whole run, or constant."""
-    if recipe.schedule == "cosine":
-        def factor(step: int) -> float:
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
-    else:
-        def factor(step: int) -> float:
-            return 1.0
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 # ---- one seed ----------------------------------------------------------------------------------
 
 class _Run:
@@ -308,12 +292,13 @@ class _Run:
             torch.manual_seed(_derived_seed(seed, info.rank))  # dropout differs between processes
             if device.type == "cuda":
                 torch.cuda.manual_seed(_derived_seed(seed, info.rank))
-            optimizer = make_optimizer(student, recipe)
+            optimizer = proto.make_optimizer(student, recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.decay,
+                                             recipe.momentum)
             batches = StepBatches(self.images, self.labels, self._augmenter(), recipe.batch_size, cfg.drop_last,
                                   seed, info.rank, info.world_size)
             spe = batches.steps_per_epoch
             total_steps = recipe.epochs * spe
-            scheduler = make_scheduler(optimizer, recipe, total_steps)
+            scheduler = proto.make_scheduler(optimizer, recipe.schedule, spe, recipe.epochs)
             epoch, step, history, elapsed = 0, 0, [], 0.0
             if resumed is not None:
                 epoch, step, elapsed = self._restore(resumed, student, optimizer, scheduler)
@@ -396,7 +381,8 @@ class _Run:
         r = self.recipe
         return Augmenter(AugmentConfig(size=r.image_size, num_classes=self.num_classes, crop_scale=r.crop_scale,
                                        factor=r.factor, patch_shuffle=r.patch_shuffle, mix=r.mix,
-                                       mix_alpha=r.mix_alpha))
+                                       mix_alpha=r.mix_alpha,
+                                       shuffle="patches" if r.protocol == proto.LEGACY else "strips"))
 
     def _evaluate(self, student: nn.Module, epoch: int, step: int, loss_sum: torch.Tensor, scheduler: Any,
                   out: Path, history: list[dict]) -> dict[str, Any]:

@@ -12,7 +12,9 @@ def student_loss(logits: torch.Tensor, soft: torch.Tensor | None, hard: torch.Te
 
     - soft is None (``--labels hard``): CE only.
     - ``mse``: MSE(student, labeler) + beta * CE  (HeLlO, Algorithm 1).
-    - ``kl``:  T^2 * KL(softmax(t/T) || softmax(s/T)) + beta * CE  (RDED's protocol; T^2 keeps gradients T-independent).
+    - ``kl``: RDED exactly (validation/main.py): ``KLDivLoss(batchmean)(log_softmax(s/T), softmax(t/T))``,
+      no T^2; plus beta * CE, where beta is 0 unless asked for.
+    - ``kl-t2``: T^2 * that KL + beta * CE (hellopack 0.1's ``kl``; T^2 keeps gradients T-independent).
     """
     logits = logits.float()
     ce = F.cross_entropy(logits, hard)
@@ -21,10 +23,11 @@ def student_loss(logits: torch.Tensor, soft: torch.Tensor | None, hard: torch.Te
     soft = soft.float()
     if loss == "mse":
         distill = F.mse_loss(logits, soft)
-    elif loss == "kl":
+    elif loss in ("kl", "kl-t2"):
         t = temperature
-        distill = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(soft / t, dim=1),
-                           reduction="batchmean", log_target=True) * (t * t)
+        distill = F.kl_div(F.log_softmax(logits / t, dim=1), F.softmax(soft / t, dim=1), reduction="batchmean")
+        if loss == "kl-t2":
+            distill = distill * (t * t)
     else:
         raise ValueError(f"unknown loss {loss!r}")
-    return distill + beta * ce
+    return distill + beta * ce if beta else distill

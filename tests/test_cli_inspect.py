@@ -93,3 +93,22 @@ def test_custom_base_is_an_external_dependency_counted_both_ways(tmp_path: Path)
     assert [e["bytes"] for e in s["external"]] == [10_000]
     table = runner.invoke(app, ["inspect", str(path)]).stdout
     assert "external dependency" in table and "ratio with the base counted" in table
+
+
+def test_inspect_says_which_training_protocol_the_archive_carries():
+    from hellopack.build import BuildConfig
+    from hellopack.summary import describe_protocol
+
+    r = runner.invoke(app, ["inspect", str(GOOD), "--json"])
+    assert json.loads(r.stdout)["protocol"] == (
+        "RDED's evaluation: half-cosine schedule, RDED's lr by student (0.001 for others), decay 0.01 on weights, "
+        "batch 2, crops (1.0, 1.0) after patch shuffle, cutmix (alpha 1.0), val resize 4")
+    in1k = BuildConfig(recipe="imagenet", out="x").train_recipe(factor=2, size=224, num_classes=1000, num_images=10_000)
+    assert describe_protocol(in1k) == (
+        "RDED's evaluation: half-cosine schedule, RDED's lr by student (0.001 for others), decay 0.01 on weights, "
+        "batch 100, crops (0.5, 1.0) after patch shuffle, cutmix (alpha 1.0), val resize 256")
+    old = {k: v for k, v in in1k.items() if k not in ("protocol", "lr_by_arch", "decay", "mix_alpha", "crop_scale",
+                                                     "val_resize")}
+    assert describe_protocol(old).startswith("hellopack 0.1 (written before the RDED protocol): per-step cosine")
+    table = runner.invoke(app, ["inspect", str(GOOD)], env={"COLUMNS": "200"}).stdout
+    assert "RDED's evaluation: half-cosine schedule" in table and "crops scored by the projector" in table

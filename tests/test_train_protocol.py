@@ -21,13 +21,14 @@ from hellopack.train import protocol as proto
 from hellopack.train.augment import AugmentConfig, Augmenter, step_generator
 from test_train_kit import cached_archive, demo_val  # noqa: F401
 
-# a recipe as `build` writes it now (BuildConfig.train_recipe), for a 64-px, factor-2, 10-class IPC-10 archive
+# a recipe as `build` writes it now (BuildConfig.train_recipe), for a 96-px, factor-2, 10-class IPC-10 archive
+# (above 64 px, where the old rule would crop (0.08, 1))
 RDED_MANIFEST = {
-    "images": {"size": 64, "factor": 2, "mean": [0.5] * 3, "std": [0.25] * 3},
+    "images": {"size": 96, "factor": 2, "mean": [0.5] * 3, "std": [0.25] * 3},
     "recipe": {"protocol": "rded", "epochs": 300, "optimizer": "adamw", "lr": 0.001, "lr_by_arch": True,
                "weight_decay": 0.01, "decay": "weights", "schedule": "half-cosine", "batch_size": 50,
                "loss": "mse", "beta": 0.1, "temperature": 20.0, "mix": "cutmix", "mix_alpha": 1.0,
-               "crop_scale": [0.5, 1.0], "patch_shuffle": True, "val_resize": 72},
+               "crop_scale": [0.5, 1.0], "patch_shuffle": True, "val_resize": 104},
 }
 
 
@@ -157,7 +158,7 @@ def test_old_archives_keep_training_as_they_did() -> None:
 
 def test_val_images_are_resized_to_size_times_8_over_7_then_centre_cropped() -> None:
     assert [proto.val_resize(s) for s in (224, 128, 64, 32)] == [256, 144, 72, 32]
-    assert TrainConfig(archive="a", arch="convnet").resolve(RDED_MANIFEST).val_resize == 72
+    assert TrainConfig(archive="a", arch="convnet").resolve(RDED_MANIFEST).val_resize == 104
     # a 144 x 96 image whose columns count 0..143: resize the short side 96 -> 72 (x 0.75), keep the centre 64
     cols = torch.arange(144, dtype=torch.float32).repeat(96, 1)
     img = Image.fromarray(cols.round().to(torch.uint8).numpy()).convert("RGB")
@@ -178,7 +179,13 @@ def test_a_train_run_uses_the_recipes_val_resize_lr_schedule_and_decay(tmp_path_
 
     recipe = {"protocol": "rded", "lr_by_arch": True, "decay": "weights", "schedule": "half-cosine",
               "crop_scale": [0.5, 1.0], "mix_alpha": 1.0, "val_resize": 18, "epochs": 4, "batch_size": 8}
-    archive = cached_archive(tmp_path_factory, ipc=4, recipe=recipe)
+    archive = cached_archive(tmp_path_factory, ipc=4, recipe=recipe, factor=2)
+    import hellopack.train.augment as augment
+
+    shuffles: list[str] = []
+    for name in ("shuffle_strips", "shuffle_patches"):
+        real = getattr(augment, name)
+        monkeypatch.setattr(augment, name, lambda x, f, g, _r=real, _n=name: shuffles.append(_n) or _r(x, f, g))
     resizes: list = []
     real_loader = data.make_loader
 
@@ -208,4 +215,5 @@ def test_a_train_run_uses_the_recipes_val_resize_lr_schedule_and_decay(tmp_path_
     decayed, not_decayed = spy_opt.opt.groups_seen
     assert decayed[1] == 0.01 and not_decayed[1] == 0.0 and not_decayed[0] > 0  # BN and biases: no decay
     assert res["recipe"]["lr_source"] == "RDED's AdamW lr for resnet18_cifar"
-    assert resizes and set(resizes) == {18}  # the val loader resizes to the recipe's val_resize
+    assert resizes and set(resizes) == {18}
+    assert shuffles and set(shuffles) == {"shuffle_strips"}  # RDED's ShufflePatches, not any permutation  # the val loader resizes to the recipe's val_resize

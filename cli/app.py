@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 import hellopack
 
 from . import build_cmd, continual_cmd, demo_cmd, inspect_cmd, pretrain_cmd, teach_cmd, train_cmd
 
+
+class _NoFlagMetavar:
+    """Help lists no value type for a flag: typer shows every option's type (`--verify <bool>`),
+    but a flag takes no value. Applied to every command and group, the --help option included."""
+
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+        return params
+
+
+class Command(_NoFlagMetavar, TyperCommand):
+    pass
+
+
+class Group(_NoFlagMetavar, TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="hellopack",
+    cls=Group,
     help=(
         "Compress an image-classification dataset into one small archive: distilled images plus "
         "low-rank matrices that regenerate soft labels on the fly (HeLlO)."
@@ -43,14 +66,14 @@ def _root(
 
 
 # Order here is the order `hellopack --help` lists them.
-app.command("build")(build_cmd.build)
-app.command("inspect")(inspect_cmd.inspect)
-app.command("train")(train_cmd.train)
-app.command("teach")(teach_cmd.teach)
-app.command("demo")(demo_cmd.demo)
-app.command("pretrain-base")(pretrain_cmd.pretrain_base)
-eval_app = typer.Typer(help="Evaluate an archive beyond plain training.", no_args_is_help=True)
-eval_app.command("continual")(continual_cmd.continual)
+app.command("build", cls=Command)(build_cmd.build)
+app.command("inspect", cls=Command)(inspect_cmd.inspect)
+app.command("train", cls=Command)(train_cmd.train)
+app.command("teach", cls=Command)(teach_cmd.teach)
+app.command("demo", cls=Command)(demo_cmd.demo)
+app.command("pretrain-base", cls=Command)(pretrain_cmd.pretrain_base)
+eval_app = typer.Typer(help="Evaluate an archive beyond plain training.", no_args_is_help=True, cls=Group)
+eval_app.command("continual", cls=Command)(continual_cmd.continual)
 app.add_typer(eval_app, name="eval")
 
 

@@ -8,7 +8,10 @@ from typing import List, Optional
 
 import typer
 
+from hellopack.build.config import LORA_DTYPES
 from hellopack.build.config import BuildConfig as _D  # help text shows the dataclass's defaults
+
+from .defaults import offline_bases
 
 from .errors import friendly_errors
 from .reporter import make_reporter, print_json
@@ -25,44 +28,44 @@ REC = "Training recipe written into the archive"
 def build(
     dataset: str = typer.Argument(..., help="Dataset recipe: imagenet, cifar10, cifar100, folder, wds, synthetic."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="ImageFolder root, shard folder/pattern/URL.", rich_help_panel=DATA),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Archive to write (default: DATASET-ipcN.hellopack).", rich_help_panel=RUN),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Archive to write \\[DATASET-ipcIPC.hellopack, or the --config file's out].", rich_help_panel=RUN),
     config: Optional[Path] = typer.Option(None, "--config", help="build.toml with any of these settings; flags win.", rich_help_panel=RUN),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file, one per line (wds recipe).", rich_help_panel=DATA),
     download: Optional[bool] = typer.Option(None, "--download", help="Download CIFAR with torchvision (needs internet).", rich_help_panel=DATA),
     allow_short: Optional[bool] = typer.Option(None, "--allow-short", help="Take what exists when a class has fewer images than needed.", rich_help_panel=DATA),
-    max_bad_fraction: Optional[float] = typer.Option(None, "--max-bad-fraction", help="Fail when more images than this are unreadable [0.01].", rich_help_panel=DATA),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Stored image size [the dataset's].", rich_help_panel=IMG),
-    ipc: Optional[int] = typer.Option(None, "--ipc", help="Images per class [10].", rich_help_panel=IMG),
-    factor: Optional[int] = typer.Option(None, "--factor", help="Patches per side stitched into one image [2 for >=128 px, else 1].", rich_help_panel=IMG),
-    n_real: Optional[int] = typer.Option(None, "--n-real", help="Real images scored per class [300].", rich_help_panel=IMG),
-    m_crops: Optional[int] = typer.Option(None, "--m-crops", help="Random crops scored per real image [5].", rich_help_panel=IMG),
+    max_bad_fraction: Optional[float] = typer.Option(None, "--max-bad-fraction", help=f"Fail when more images than this are unreadable \\[{_D.max_bad_fraction}].", rich_help_panel=DATA),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Stored image size \\[the dataset's].", rich_help_panel=IMG),
+    ipc: Optional[int] = typer.Option(None, "--ipc", help=f"Images per class \\[{_D.ipc}].", rich_help_panel=IMG),
+    factor: Optional[int] = typer.Option(None, "--factor", help="Patches per side stitched into one image \\[2 for >=128 px, else 1].", rich_help_panel=IMG),
+    n_real: Optional[int] = typer.Option(None, "--n-real", help=f"Real images scored per class \\[{_D.n_real}].", rich_help_panel=IMG),
+    m_crops: Optional[int] = typer.Option(None, "--m-crops", help=f"Random crops scored per real image \\[{_D.m_crops}].", rich_help_panel=IMG),
     observer: Optional[str] = typer.Option(None, "--observer", help=f"Who scores the crops: teacher (mean teacher logits, the paper's Eq. 6) or projector \\[{_D.observer}].", rich_help_panel=IMG),
     no_update: bool = typer.Option(False, "--no-update", help="Skip the image update stage.", rich_help_panel=IMG),
-    update_steps: Optional[int] = typer.Option(None, "--update-steps", help="Image update steps [100].", rich_help_panel=IMG),
-    update_lr: Optional[float] = typer.Option(None, "--update-lr", help="Image update learning rate [0.01].", rich_help_panel=IMG),
+    update_steps: Optional[int] = typer.Option(None, "--update-steps", help=f"Image update steps \\[{_D.update_steps}].", rich_help_panel=IMG),
+    update_lr: Optional[float] = typer.Option(None, "--update-lr", help=f"Image update learning rate \\[{_D.update_lr}].", rich_help_panel=IMG),
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT or ARCH:WEIGHTS_NAME; repeatable.", rich_help_panel=TEACH),
     teachers_dir: Optional[Path] = typer.Option(None, "--teachers-dir", help="A trajectory written by `hellopack teach`.", rich_help_panel=TEACH),
-    base: Optional[str] = typer.Option(None, "--base", help="open_clip model name [RN50].", rich_help_panel=PROJ),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="open_clip pretrained tag [openai]; 'none' for random init.", rich_help_panel=PROJ),
+    base: Optional[str] = typer.Option(None, "--base", help=f"open_clip model name, or an offline base shipped with hellopack (random init, for tests and the demo): {', '.join(offline_bases())} \\[{_D.base}].", rich_help_panel=PROJ),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help=f"open_clip pretrained tag; 'none' for random init \\[{_D.pretrained}; none with --clip-weights].", rich_help_panel=PROJ),
     clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="Base weights file (.safetensors/.pt) instead of a download.", rich_help_panel=PROJ),
-    templates: Optional[str] = typer.Option(None, "--templates", help="Prompt templates: openai, simple or a FILE [openai].", rich_help_panel=PROJ),
-    rank_encoder: Optional[int] = typer.Option(None, "--rank-encoder", help="LoRA rank on every conv of the image tower [8].", rich_help_panel=PROJ),
-    rank_head: Optional[int] = typer.Option(None, "--rank-head", help="LoRA rank on the head [64 up to 100 classes, else 128].", rich_help_panel=PROJ),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="LoRA alpha [= rank].", rich_help_panel=PROJ),
-    lora_dtype: Optional[str] = typer.Option(None, "--lora-dtype", help="fp16 or int8 (per-row scales) [fp16].", rich_help_panel=PROJ),
-    fit_epochs: Optional[int] = typer.Option(None, "--fit-epochs", help="Projector fit epochs over the training set [10].", rich_help_panel=PROJ),
-    fit_lr: Optional[float] = typer.Option(None, "--fit-lr", help="Projector fit learning rate [1e-3].", rich_help_panel=PROJ),
-    fit_batch_size: Optional[int] = typer.Option(None, "--fit-batch-size", help="Projector fit batch size [128].", rich_help_panel=PROJ),
-    refine_steps: Optional[int] = typer.Option(None, "--refine-steps", help="Refine the projector on the archive's own training views for N steps after selection; undone if it lowers agreement on unseen views [0: off].", rich_help_panel=PROJ),
-    refine_lr: Optional[float] = typer.Option(None, "--refine-lr", help="Refine learning rate [--fit-lr].", rich_help_panel=PROJ),
-    lam: Optional[float] = typer.Option(None, "--lambda", help="Weight of the CE term in the fit [0.1].", rich_help_panel=PROJ),
-    train_epochs: Optional[int] = typer.Option(None, "--train-epochs", help="Default epochs for `train` [300].", rich_help_panel=REC),
-    train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help="Default batch size for `train` [RDED's: 10/50/100 for IPC 1/10/50, doubled for 100 and 1,000 classes].", rich_help_panel=REC),
+    templates: Optional[str] = typer.Option(None, "--templates", help=f"Prompt templates: openai, simple or a FILE \\[{_D.templates}].", rich_help_panel=PROJ),
+    rank_encoder: Optional[int] = typer.Option(None, "--rank-encoder", help=f"LoRA rank on every conv of the image tower \\[{_D.rank_encoder}].", rich_help_panel=PROJ),
+    rank_head: Optional[int] = typer.Option(None, "--rank-head", help="LoRA rank on the head \\[64 up to 100 classes, else 128].", rich_help_panel=PROJ),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="LoRA alpha \\[= rank].", rich_help_panel=PROJ),
+    lora_dtype: Optional[str] = typer.Option(None, "--lora-dtype", help=f"{' or '.join(LORA_DTYPES)} (int8 with per-row scales) \\[{_D.lora_dtype}].", rich_help_panel=PROJ),
+    fit_epochs: Optional[int] = typer.Option(None, "--fit-epochs", help=f"Projector fit epochs over the training set \\[{_D.fit_epochs}].", rich_help_panel=PROJ),
+    fit_lr: Optional[float] = typer.Option(None, "--fit-lr", help=f"Projector fit learning rate \\[{_D.fit_lr}].", rich_help_panel=PROJ),
+    fit_batch_size: Optional[int] = typer.Option(None, "--fit-batch-size", help=f"Projector fit batch size \\[{_D.fit_batch_size}].", rich_help_panel=PROJ),
+    refine_steps: Optional[int] = typer.Option(None, "--refine-steps", help=f"Refine the projector on the archive's own training views for N steps after selection; undone if it lowers agreement on unseen views \\[{_D.refine_steps}: off].", rich_help_panel=PROJ),
+    refine_lr: Optional[float] = typer.Option(None, "--refine-lr", help="Refine learning rate \\[--fit-lr].", rich_help_panel=PROJ),
+    lam: Optional[float] = typer.Option(None, "--lambda", help=f"Weight of the CE term in the fit \\[{_D.lam}].", rich_help_panel=PROJ),
+    train_epochs: Optional[int] = typer.Option(None, "--train-epochs", help=f"Default epochs for `train` \\[{_D.train_epochs}].", rich_help_panel=REC),
+    train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help="Default batch size for `train` \\[RDED's: 10/50/100 for IPC 1/10/50, doubled for 100 and 1,000 classes].", rich_help_panel=REC),
     train_loss: Optional[str] = typer.Option(None, "--train-loss", help=f"Default loss for `train`: mse (+ 0.1 CE, the paper) or kl (RDED's KL, no CE) \\[{_D.train_loss}].", rich_help_panel=REC),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Stage results for resuming [OUT.work].", rich_help_panel=RUN),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed [0].", rich_help_panel=RUN),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N [auto].", rich_help_panel=RUN),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Data loading workers [0].", rich_help_panel=RUN),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Stage results for resuming \\[OUT without its suffix, + .work].", rich_help_panel=RUN),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed \\[{_D.seed}].", rich_help_panel=RUN),
+    device: Optional[str] = typer.Option(None, "--device", help=f"auto, cpu, cuda, cuda:N \\[{_D.device}].", rich_help_panel=RUN),
+    workers: Optional[int] = typer.Option(None, "--workers", help=f"Data loading workers \\[{_D.workers}].", rich_help_panel=RUN),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.", rich_help_panel=RUN),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout (implies --quiet).", rich_help_panel=RUN),
 ) -> None:
@@ -97,7 +100,7 @@ def build(
     if out is not None:
         overrides["out"] = out
     elif config is None:
-        overrides["out"] = f"{dataset}-ipc{ipc or 10}.hellopack"
+        overrides["out"] = f"{dataset}-ipc{ipc or _D.ipc}.hellopack"
     cfg = BuildConfig.from_sources(config, {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()})
     if no_pretrained:
         cfg = dataclasses.replace(cfg, pretrained=None)

@@ -8,11 +8,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hellopack.build.config import BuildConfig as _B  # what `build` writes into an archive's recipe
+from hellopack.train.config import TrainConfig as _T  # help text shows the dataclasses' defaults
+
+from .defaults import source_defaults
 from .errors import friendly_errors
 from .reporter import make_reporter, print_json
 
+# hellopack.continual imports torch on import: its defaults are read from the source (see cli/defaults.py).
+_C = source_defaults("hellopack.continual.config", "ContinualConfig")
+
 CL = "Continual learning"
-REC = "Recipe (defaults come from the archive)"
+REC = "Recipe (defaults come from the archive; `build` writes what is shown)"
 LAB = "Labels"
 RUN = "Runtime and output"
 
@@ -21,35 +28,35 @@ RUN = "Runtime and output"
 def continual(
     archive: str = typer.Argument(..., help="Archive path or http(s) URL (optionally ending in #sha256=HEX)."),
     arch: str = typer.Option(..., "--arch", help="Student: any torchvision classifier, convnet, resnet18_cifar, ..."),
-    val: Optional[str] = typer.Option(None, "--val", help="Validation data: ImageFolder, shards, or RECIPE:PATH."),
-    val_recipe: Optional[str] = typer.Option(None, "--val-recipe", help="Force the recipe used to read --val."),
-    steps: int = typer.Option(5, "--steps", help="Cut the classes into this many steps (e.g. 5 or 10).", rich_help_panel=CL),
+    val: Optional[str] = typer.Option(None, "--val", help="Validation data: ImageFolder, shards, or RECIPE:PATH \\[none: the archive's own images, not a test accuracy]."),
+    val_recipe: Optional[str] = typer.Option(None, "--val-recipe", help="Force the recipe used to read --val \\[inferred from --val]."),
+    steps: int = typer.Option(_C.steps, "--steps", help="Cut the classes into this many steps (e.g. 5 or 10).", rich_help_panel=CL),
     order: Optional[str] = typer.Option(None, "--order", help="File: one class index or name per line, every class once "
-                                        "(default: a permutation seeded by --seed).", rich_help_panel=CL),
-    labels: str = typer.Option("projector", "--labels", help="Label sources, comma-separated: projector, hard, teacher.",
+                                        "\\[a permutation seeded by --seed].", rich_help_panel=CL),
+    labels: str = typer.Option(",".join(_C.labels), "--labels", help="Label sources, comma-separated: projector, hard, teacher.",
                                rich_help_panel=CL),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder (default: ARCHIVE-ARCH-continualSTEPS)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of every step's student.", rich_help_panel=REC),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Capped at a step's image count.", rich_help_panel=REC),
-    lr: Optional[float] = typer.Option(None, "--lr", rich_help_panel=REC),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", rich_help_panel=REC),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw or sgd.", rich_help_panel=REC),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="cosine or constant.", rich_help_panel=REC),
-    loss: Optional[str] = typer.Option(None, "--loss", help="mse (+ beta CE) or kl (with --temperature).", rich_help_panel=REC),
-    beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the hard-label CE term.", rich_help_panel=REC),
-    temperature: Optional[float] = typer.Option(None, "--temperature", rich_help_panel=REC),
-    mix: Optional[str] = typer.Option(None, "--mix", help="cutmix, mixup or none.", rich_help_panel=REC),
-    patch_shuffle: Optional[bool] = typer.Option(None, "--patch-shuffle/--no-patch-shuffle", rich_help_panel=REC),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder \\[STEM-ARCH-continualSTEPS in the working directory, STEM: the archive's file name without suffix]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Epochs of every step's student \\[the archive's; build: {_B.train_epochs}].", rich_help_panel=REC),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size, capped at a step's image count \\[the archive's; build: RDED's by IPC and class count].", rich_help_panel=REC),
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"Learning rate \\[the archive's; build: RDED's AdamW lr for the student (e.g. 1e-4 for swin_v2_t), {_B.train_lr} for others].", rich_help_panel=REC),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"Weight decay \\[the archive's; build: {_B.train_weight_decay}].", rich_help_panel=REC),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help=f"adamw or sgd \\[the archive's; build: {_B.train_optimizer}].", rich_help_panel=REC),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help=f"half-cosine (per epoch, ends at half the lr: RDED), cosine (per step to 0) or constant \\[the archive's; build: {_B.train_schedule}].", rich_help_panel=REC),
+    loss: Optional[str] = typer.Option(None, "--loss", help=f"mse (+ beta CE) or kl (with --temperature) \\[the archive's; build: {_B.train_loss}].", rich_help_panel=REC),
+    beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the hard-label CE term \\[the archive's; build: 0.1 for mse, 0 for kl].", rich_help_panel=REC),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="KL temperature \\[the archive's; with another --mix, RDED's: 20 for CutMix, 4 for MixUp].", rich_help_panel=REC),
+    mix: Optional[str] = typer.Option(None, "--mix", help=f"cutmix, mixup or none \\[the archive's; build: {_B.train_mix}].", rich_help_panel=REC),
+    patch_shuffle: Optional[bool] = typer.Option(None, "--patch-shuffle/--no-patch-shuffle", help="Shuffle the stitched patches (RDED's ShufflePatches) \\[the archive's; build: on when factor > 1].", rich_help_panel=REC),
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for the teacher label source; repeatable.", rich_help_panel=LAB),
-    clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download.", rich_help_panel=LAB),
+    clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download \\[none: the archive's base by open_clip name and tag].", rich_help_panel=LAB),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
-    seed: int = typer.Option(0, "--seed", help="Seeds the class order (without --order) and every student.", rich_help_panel=RUN),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every K epochs (default: only each step's last).", rich_help_panel=RUN),
+    seed: int = typer.Option(_T.seed, "--seed", help="Seeds the class order (without --order) and every student.", rich_help_panel=RUN),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every K epochs \\[only each step's last epoch].", rich_help_panel=RUN),
     resume: bool = typer.Option(False, "--resume", help="Skip finished steps, continue the interrupted one.", rich_help_panel=RUN),
-    workers: int = typer.Option(0, "--workers", rich_help_panel=RUN),
-    device: str = typer.Option("auto", "--device", rich_help_panel=RUN),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where URL archives are cached.", rich_help_panel=RUN),
-    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=RUN),
+    workers: int = typer.Option(_T.workers, "--workers", help="Data loading workers.", rich_help_panel=RUN),
+    device: str = typer.Option(_T.device, "--device", help="auto, cpu, cuda, cuda:N.", rich_help_panel=RUN),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where URL archives are cached \\[$HELLOPACK_CACHE, else ~/.cache/hellopack].", rich_help_panel=RUN),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.", rich_help_panel=RUN),
     as_json: bool = typer.Option(False, "--json", help="Print continual.json on stdout.", rich_help_panel=RUN),
 ) -> None:
     """Class-incremental (GDumb) evaluation: at each step a fresh student learns all classes seen so far

@@ -9,16 +9,20 @@ import typer
 
 from hellopack.summary import human_bytes
 
+from .defaults import source_defaults
 from .errors import friendly_errors
 from .reporter import make_reporter, print_json
+
+# hellopack.demo imports torch: its defaults are read from the source (see cli/defaults.py).
+_D = source_defaults("hellopack.demo", "DemoConfig")
 
 
 @friendly_errors
 def demo(
-    out: Path = typer.Option(Path("."), "--out", "-o", help="Where demo.hellopack and demo-run/ are written."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help="cpu (default: the demo is sized for it), auto, cuda."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    out: Path = typer.Option(Path(_D.out), "--out", "-o", help="Where demo.hellopack and demo-run/ are written."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed of the synthetic data and every stage."),
+    device: str = typer.Option(_D.device, "--device", help="cpu (the demo is sized for it), auto, cuda, cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Teach, build, inspect and train on synthetic shapes with a tiny offline CLIP: about a minute on a CPU.

@@ -23,6 +23,7 @@ from hellopack.progress import Reporter, Stage
 
 # Progress and messages go to stderr so stdout stays clean for --json.
 console = Console(stderr=True)
+LOG_EVERY_S = 30.0  # a progress line at most this often when stderr is not a terminal (a log file)
 
 
 class _RichStage(Stage):
@@ -50,7 +51,7 @@ class RichReporter(Reporter):
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=16),  # narrow: counts, rate and ETA fit an 80-column terminal
             MofNCompleteColumn(),
             TaskProgressColumn(),
             TextColumn("{task.fields[rate]}"),
@@ -82,6 +83,65 @@ class RichReporter(Reporter):
         self._progress.console.print(message, markup=False, highlight=False)
 
 
+def _stamp(message: str) -> None:
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+class _PlainStage(Stage):
+    def __init__(self, name: str, total: int | None, unit: str, every: float) -> None:
+        self.name, self.total, self.unit, self.every = name, total, unit, every
+        self.done, self.metrics = 0, {}
+        self.t0 = self.last = time.perf_counter()
+        _stamp(f"{name}: started" + (f" ({total:,} {unit})" if total else ""))
+
+    def _line(self, now: float) -> str:
+        dt = max(now - self.t0, 1e-9)
+        parts = [f"{self.done:,}" + (f"/{self.total:,}" if self.total else "") + f" {self.unit}"]
+        if self.total:
+            parts[0] += f" ({self.done / self.total:.0%})"
+        parts.append(f"{self.done / dt:,.1f} {self.unit}/s")
+        if self.total and self.done:
+            parts.append(f"eta {(self.total - self.done) * dt / self.done:,.0f} s")
+        parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.metrics.items()]
+        return f"{self.name}: " + ", ".join(parts)
+
+    def advance(self, n: int = 1, **metrics: Any) -> None:
+        self.done += n
+        self.metrics = metrics or self.metrics
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            _stamp(self._line(now))
+
+    def close(self) -> None:
+        dt = time.perf_counter() - self.t0
+        if not self.done:
+            _stamp(f"{self.name}: done in {dt:,.1f} s")
+            return
+        _stamp(f"{self.name}: done, {self.done:,} {self.unit} in {dt:,.1f} s ({self.done / max(dt, 1e-9):,.1f} "
+               f"{self.unit}/s)")
+
+
+class PlainReporter(Reporter):
+    """stderr is a file or a pipe: timestamped lines, flushed as they happen, progress every ``every`` s."""
+
+    def __init__(self, every: float = LOG_EVERY_S) -> None:
+        self.every = every
+
+    def __enter__(self) -> "PlainReporter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def stage(self, name: str, total: int | None = None, unit: str = "it") -> Stage:
+        return _PlainStage(name, total, unit, self.every)
+
+    def info(self, message: str) -> None:
+        _stamp(message)
+
+
 class QuietReporter(Reporter):
     """--quiet / --json: no bars; warnings still reach stderr."""
 
@@ -95,9 +155,15 @@ class QuietReporter(Reporter):
         if message.lower().startswith(("warning", "skipped")):
             print(message, file=sys.stderr)
 
+    def warn(self, message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
 
-def make_reporter(quiet: bool) -> RichReporter | QuietReporter:
-    return QuietReporter() if quiet else RichReporter()
+
+def make_reporter(quiet: bool) -> RichReporter | PlainReporter | QuietReporter:
+    """Bars on a terminal, timestamped lines in a log file, warnings only with --quiet."""
+    if quiet:
+        return QuietReporter()
+    return RichReporter() if console.is_terminal else PlainReporter()
 
 
 def print_json(obj: Any) -> None:

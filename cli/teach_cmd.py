@@ -7,8 +7,12 @@ from typing import Optional
 
 import typer
 
+from .defaults import source_defaults
 from .errors import friendly_errors
 from .reporter import make_reporter, print_json
+
+# hellopack.build.teach imports torch: its defaults are read from the source (see cli/defaults.py).
+_T = source_defaults("hellopack.build.teach", "TeachConfig")
 
 
 @friendly_errors
@@ -16,19 +20,19 @@ def teach(
     dataset: str = typer.Argument(..., help="Dataset recipe: cifar10, cifar100, imagenet, folder, wds, synthetic."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the checkpoints and trajectory.json."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset location (see `build --help`)."),
-    arch: str = typer.Option("resnet18", "--arch", help="Teacher architecture (ResNets get a CIFAR stem on <= 64 px)."),
-    epochs: int = typer.Option(30, "--epochs"),
-    keep_every: int = typer.Option(3, "--keep-every", help="Keep every K-th epoch's checkpoint (and the last)."),
-    batch_size: int = typer.Option(128, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate [0.1 x batch / 256]."),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
-    image_size: Optional[int] = typer.Option(None, "--image-size"),
+    arch: str = typer.Option(_T.arch, "--arch", help="Teacher architecture (ResNets get a CIFAR stem on <= 64 px)."),
+    epochs: int = typer.Option(_T.epochs, "--epochs", help="Training epochs."),
+    keep_every: int = typer.Option(_T.keep_every, "--keep-every", help="Keep every K-th epoch's checkpoint (and the last)."),
+    batch_size: int = typer.Option(_T.batch_size, "--batch-size", help="Batch size."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate \\[0.1 x batch size / 256]."),
+    weight_decay: float = typer.Option(_T.weight_decay, "--weight-decay", help="SGD weight decay."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Training image size \\[the dataset's]."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (wds recipe)."),
-    download: bool = typer.Option(False, "--download"),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device"),
-    workers: int = typer.Option(0, "--workers"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    download: bool = typer.Option(False, "--download", help="Download CIFAR with torchvision (needs internet)."),
+    seed: int = typer.Option(_T.seed, "--seed", help="Seed."),
+    device: str = typer.Option(_T.device, "--device", help="auto, cpu, cuda, cuda:N."),
+    workers: int = typer.Option(_T.workers, "--workers", help="Data loading workers."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print trajectory.json on stdout."),
 ) -> None:
     """Train a teacher trajectory (SGD, cosine, crop and flip), keeping every K-th checkpoint.

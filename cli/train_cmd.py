@@ -10,12 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from hellopack.archive import ArchiveError
+from hellopack.build.config import BuildConfig as _B  # what `build` writes into an archive's recipe
 from hellopack.errors import HellopackError
+from hellopack.train.config import TrainConfig as _T  # help text shows the dataclass's defaults
 
 from .errors import friendly_errors
 from .reporter import make_reporter, print_json
 
-REC = "Recipe (defaults come from the archive)"
+REC = "Recipe (defaults come from the archive; `build` writes what is shown)"
 LAB = "Labels"
 RUN = "Runtime and output"
 
@@ -24,36 +26,36 @@ RUN = "Runtime and output"
 def train(
     archive: str = typer.Argument(..., help="Archive path or http(s) URL (optionally ending in #sha256=HEX)."),
     arch: str = typer.Option(..., "--arch", help="Student: any torchvision classifier, convnet, resnet18_cifar, ..."),
-    val: Optional[str] = typer.Option(None, "--val", help="Validation data: ImageFolder, shards, or RECIPE:PATH."),
-    val_recipe: Optional[str] = typer.Option(None, "--val-recipe", help="Force the recipe used to read --val."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder [ARCHIVE-ARCH]."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs.", rich_help_panel=REC),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (RDED's by IPC and class count).", rich_help_panel=REC),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (RDED's AdamW lr for the student, e.g. 1e-4 for swin_v2_t).", rich_help_panel=REC),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay.", rich_help_panel=REC),
-    decay: Optional[str] = typer.Option(None, "--decay", help="Which parameters get weight decay: weights (matrices only, RDED) or all.", rich_help_panel=REC),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw or sgd.", rich_help_panel=REC),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="half-cosine (per epoch, ends at half the lr: RDED), cosine (per step to 0) or constant.", rich_help_panel=REC),
-    loss: Optional[str] = typer.Option(None, "--loss", help="mse (+ beta CE, the paper) or kl (RDED's KL at --temperature, no CE unless --beta).", rich_help_panel=REC),
-    beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the hard-label CE term.", rich_help_panel=REC),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="KL temperature (RDED: 20 for CutMix, 4 for MixUp).", rich_help_panel=REC),
-    mix: Optional[str] = typer.Option(None, "--mix", help="cutmix, mixup or none.", rich_help_panel=REC),
-    mix_alpha: Optional[float] = typer.Option(None, "--mix-alpha", help="Beta(a, a) of the mix (RDED: 1 for CutMix, 0.8 for MixUp).", rich_help_panel=REC),
-    crop_scale: Optional[Tuple[float, float]] = typer.Option(None, "--crop-scale", help="RandomResizedCrop area range MIN MAX (RDED: 1/factor 1).", rich_help_panel=REC),
-    patch_shuffle: Optional[bool] = typer.Option(None, "--patch-shuffle/--no-patch-shuffle", help="Shuffle the stitched patches (RDED's ShufflePatches).", rich_help_panel=REC),
-    labels: str = typer.Option("projector", "--labels", help="projector, teacher (needs --teacher) or hard.", rich_help_panel=LAB),
+    val: Optional[str] = typer.Option(None, "--val", help="Validation data: ImageFolder, shards, or RECIPE:PATH \\[none: the archive's own images, not a test accuracy]."),
+    val_recipe: Optional[str] = typer.Option(None, "--val-recipe", help="Force the recipe used to read --val \\[inferred from --val]."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder \\[STEM-ARCH in the working directory, STEM: the archive's file name without suffix]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Training epochs \\[the archive's; build: {_B.train_epochs}].", rich_help_panel=REC),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size \\[the archive's; build: RDED's by IPC and class count].", rich_help_panel=REC),
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"Learning rate \\[the archive's; build: RDED's AdamW lr for the student (e.g. 1e-4 for swin_v2_t), {_B.train_lr} for others].", rich_help_panel=REC),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"Weight decay \\[the archive's; build: {_B.train_weight_decay}].", rich_help_panel=REC),
+    decay: Optional[str] = typer.Option(None, "--decay", help=f"Which parameters get weight decay: weights (matrices only, RDED) or all \\[the archive's; build: {_B.train_decay}].", rich_help_panel=REC),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help=f"adamw or sgd \\[the archive's; build: {_B.train_optimizer}].", rich_help_panel=REC),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help=f"half-cosine (per epoch, ends at half the lr: RDED), cosine (per step to 0) or constant \\[the archive's; build: {_B.train_schedule}].", rich_help_panel=REC),
+    loss: Optional[str] = typer.Option(None, "--loss", help=f"mse (+ beta CE, the paper) or kl (RDED's KL at --temperature, no CE unless --beta) \\[the archive's; build: {_B.train_loss}].", rich_help_panel=REC),
+    beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the hard-label CE term \\[the archive's; build: 0.1 for mse, 0 for kl].", rich_help_panel=REC),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="KL temperature \\[the archive's; with another --mix, RDED's: 20 for CutMix, 4 for MixUp].", rich_help_panel=REC),
+    mix: Optional[str] = typer.Option(None, "--mix", help=f"cutmix, mixup or none \\[the archive's; build: {_B.train_mix}].", rich_help_panel=REC),
+    mix_alpha: Optional[float] = typer.Option(None, "--mix-alpha", help="Beta(a, a) of the mix \\[the archive's; with another --mix, RDED's: 1 for CutMix, 0.8 for MixUp].", rich_help_panel=REC),
+    crop_scale: Optional[Tuple[float, float]] = typer.Option(None, "--crop-scale", help="RandomResizedCrop area range MIN MAX \\[the archive's; build: 1/factor 1 (RDED)].", rich_help_panel=REC),
+    patch_shuffle: Optional[bool] = typer.Option(None, "--patch-shuffle/--no-patch-shuffle", help="Shuffle the stitched patches (RDED's ShufflePatches) \\[the archive's; build: on when factor > 1].", rich_help_panel=REC),
+    labels: str = typer.Option(_T.labels, "--labels", help="projector, teacher (needs --teacher) or hard.", rich_help_panel=LAB),
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for --labels teacher; repeatable.", rich_help_panel=LAB),
-    clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download.", rich_help_panel=LAB),
+    clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download \\[none: the archive's base by open_clip name and tag].", rich_help_panel=LAB),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
-    seeds: int = typer.Option(1, "--seeds", help="Train this many seeds; report mean and std.", rich_help_panel=RUN),
-    seed: int = typer.Option(0, "--seed", rich_help_panel=RUN),
-    eval_every: int = typer.Option(10, "--eval-every", help="Evaluate every K epochs (and at the end).", rich_help_panel=RUN),
+    seeds: int = typer.Option(_T.seeds, "--seeds", help="Train this many seeds; report mean and std.", rich_help_panel=RUN),
+    seed: int = typer.Option(_T.seed, "--seed", help="Seed (--seeds N runs seed, seed + 1, ...).", rich_help_panel=RUN),
+    eval_every: int = typer.Option(_T.eval_every, "--eval-every", help="Evaluate every K epochs (and at the end).", rich_help_panel=RUN),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint.", rich_help_panel=RUN),
-    workers: int = typer.Option(0, "--workers", rich_help_panel=RUN),
-    device: str = typer.Option("auto", "--device", rich_help_panel=RUN),
+    workers: int = typer.Option(_T.workers, "--workers", help="Data loading workers.", rich_help_panel=RUN),
+    device: str = typer.Option(_T.device, "--device", help="auto, cpu, cuda, cuda:N.", rich_help_panel=RUN),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the student.", rich_help_panel=RUN),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where URL archives are cached.", rich_help_panel=RUN),
-    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=RUN),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where URL archives are cached \\[$HELLOPACK_CACHE, else ~/.cache/hellopack].", rich_help_panel=RUN),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.", rich_help_panel=RUN),
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout.", rich_help_panel=RUN),
 ) -> None:
     """Train a student from an archive; the projector labels every augmented batch.

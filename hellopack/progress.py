@@ -34,6 +34,10 @@ class Reporter:
     def info(self, message: str) -> None:
         pass
 
+    def warn(self, message: str) -> None:
+        """Something the user should act on (shown even with --quiet); ``message`` has no "warning:" prefix."""
+        self.info(f"warning: {message}")
+
 
 class RecordingReporter(Reporter):
     """Keeps every stage (name, total, unit) and message: for tests and scripts that check progress."""

@@ -32,6 +32,7 @@ class BuildConfig:
     recipe: str
     out: str
     data_dir: str | None = None
+    dataset_name: str | None = None  # the archive's dataset name (default: the source's, e.g. "cifar10")
     workdir: str | None = None  # default: "<out without suffix>.work" beside the archive
     classes_file: str | None = None
     download: bool = False

@@ -12,6 +12,9 @@ from PIL import Image
 
 PNG_COMPRESS_LEVEL = 6  # zlib's default, fixed so the bytes do not depend on Pillow's default
 RUNTIME_FIELDS = ("out", "workdir", "device", "workers")  # where/how it ran, not what it made
+# Settings that name files on the builder's machine: a shared archive keeps only their file names
+# (spec section 2.2: a writer MUST NOT record the builder's file system layout).
+PATH_FIELDS = ("data_dir", "teachers_dir", "classes_file", "clip_weights")
 
 
 def encode_png(img_u8: torch.Tensor) -> bytes:
@@ -38,7 +41,30 @@ def build_record(build_dict: Mapping[str, Any]) -> dict[str, Any]:
     Leaving out the output path, work directory, device and worker count keeps the same
     command byte-identical wherever it writes; every field that changes the content stays.
     """
-    return {k: v for k, v in build_dict.items() if k not in RUNTIME_FIELDS}
+    out = {k: v for k, v in build_dict.items() if k not in RUNTIME_FIELDS}
+    for k in PATH_FIELDS:
+        if out.get(k) is not None:
+            out[k] = file_name(out[k])
+    out["teachers"] = [_teacher_name(t) for t in out.get("teachers") or []]
+    if isinstance(out.get("templates"), str) and out["templates"] not in ("openai", "simple"):
+        out["templates"] = file_name(out["templates"])
+    return out
+
+
+def file_name(path: str) -> str:
+    """The last component of a path or URL (no directory of the builder's machine)."""
+    return str(path).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _teacher_name(spec: str) -> str:
+    arch, sep, rest = str(spec).partition(":")
+    return f"{arch}{sep}{file_name(rest)}" if sep else spec
+
+
+def dataset_record(name: str, recipe: str, data_dir: str | None, train_images: int) -> dict[str, Any]:
+    """The manifest's "dataset": the dataset's identity, never where it lives on the builder's machine."""
+    return {"name": name, "recipe": recipe, "source": file_name(data_dir) if data_dir else recipe,
+            "train_images": int(train_images)}
 
 
 def manifest(*, dataset: Mapping[str, Any], classes: Sequence[Any], images: Mapping[str, Any],

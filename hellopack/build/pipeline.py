@@ -27,8 +27,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from hellopack import dist
+from hellopack.build.checks import fidelity_warnings
 from hellopack.build.config import BuildConfig
-from hellopack.build.output import build_record, encode_png, image_key, manifest, prompts_json, write_archive
+from hellopack.build.output import build_record, dataset_record, encode_png, image_key, manifest, prompts_json, write_archive
 from hellopack.build.select import (Candidates, Chosen, CropSpec, check_class_size, extract_crops, first_per_class, merge_candidates,
                                     patch_layout, score_stream, stitch)
 from hellopack.build.splits import Splits, open_splits
@@ -235,6 +236,8 @@ class _Build:
             self.rep.info(f"fit: agreement with the teachers {report['agreement']:.1%}, projector top-1 "
                           f"{report['projector_top1']:.1%}, teachers' top-1 {report['teacher_top1']:.1%} "
                           f"on {report['images']} held-out images")
+            for warning in fidelity_warnings(report, len(full.classes)):
+                self.rep.warn(warning)
         return report
 
     def select(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int, k: int,
@@ -409,8 +412,7 @@ class _Build:
         fid = None if fidelity is None else {k: fidelity[k] for k in
                                              ("agreement", "kl", "projector_top1", "teacher_top1", "images", "eval")}
         m = manifest(
-            dataset={"name": full.name, "recipe": cfg.recipe, "source": str(cfg.data_dir or full.where),
-                     "train_images": int(scan["train_images"])},
+            dataset=dataset_record(cfg.dataset_name or full.name, cfg.recipe, cfg.data_dir, scan["train_images"]),
             classes=full.classes,
             images={"count": len(distilled), "ipc": cfg.ipc, "factor": factor, "size": size, "format": "png",
                     "mean": list(full.mean), "std": list(full.std)},

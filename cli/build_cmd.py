@@ -33,6 +33,10 @@ def build(
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file, one per line (wds recipe).", rich_help_panel=DATA),
     download: Optional[bool] = typer.Option(None, "--download", help="Download CIFAR with torchvision (needs internet).", rich_help_panel=DATA),
     allow_short: Optional[bool] = typer.Option(None, "--allow-short", help="Take what exists when a class has fewer images than needed.", rich_help_panel=DATA),
+    dataset_name: Optional[str] = typer.Option(None, "--dataset-name", help="The dataset's name in the archive \\[the source's, e.g. cifar10].", rich_help_panel=DATA),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Fit the projector on the first N training images only (quick runs) \\[all].", rich_help_panel=DATA),
+    fidelity_images: Optional[int] = typer.Option(None, "--fidelity-images", help="Measure fidelity on at most N held-out images \\[all].", rich_help_panel=DATA),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help=f"Share of the training images held out for fidelity when the dataset has no test split \\[{_D.val_fraction}].", rich_help_panel=DATA),
     max_bad_fraction: Optional[float] = typer.Option(None, "--max-bad-fraction", help=f"Fail when more images than this are unreadable \\[{_D.max_bad_fraction}].", rich_help_panel=DATA),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Stored image size \\[the dataset's].", rich_help_panel=IMG),
     ipc: Optional[int] = typer.Option(None, "--ipc", help=f"Images per class \\[{_D.ipc}].", rich_help_panel=IMG),
@@ -81,6 +85,8 @@ def build(
 
     overrides = {
         "recipe": dataset, "data_dir": data_dir, "classes_file": classes, "download": download,
+        "dataset_name": dataset_name, "max_images": max_images, "fidelity_images": fidelity_images,
+        "val_fraction": val_fraction,
         "allow_short": allow_short, "max_bad_fraction": max_bad_fraction, "image_size": image_size,
         "ipc": ipc, "factor": factor, "n_real": n_real, "m_crops": m_crops, "observer": observer,
         "update": False if no_update else None, "update_steps": update_steps, "update_lr": update_lr,

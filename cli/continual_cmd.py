@@ -48,9 +48,11 @@ def continual(
     mix: Optional[str] = typer.Option(None, "--mix", help=f"cutmix, mixup or none \\[the archive's; build: {_B.train_mix}].", rich_help_panel=REC),
     patch_shuffle: Optional[bool] = typer.Option(None, "--patch-shuffle/--no-patch-shuffle", help="Shuffle the stitched patches (RDED's ShufflePatches) \\[the archive's; build: on when factor > 1].", rich_help_panel=REC),
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for the teacher label source; repeatable.", rich_help_panel=LAB),
+    teachers_dir: Optional[str] = typer.Option(None, "--teachers-dir", help="A `hellopack teach` trajectory: every checkpoint in it is a teacher for the teacher label source.", rich_help_panel=LAB),
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download \\[none: the archive's base by open_clip name and tag].", rich_help_panel=LAB),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
     seed: int = typer.Option(_T.seed, "--seed", help="Seeds the class order (without --order) and every student.", rich_help_panel=RUN),
+    val_images: Optional[int] = typer.Option(None, "--val-images", help="Evaluate on the first N --val images only \\[all].", rich_help_panel=RUN),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every K epochs \\[only each step's last epoch].", rich_help_panel=RUN),
     resume: bool = typer.Option(False, "--resume", help="Skip finished steps, continue the interrupted one.", rich_help_panel=RUN),
     workers: int = typer.Option(_T.workers, "--workers", help="Data loading workers.", rich_help_panel=RUN),
@@ -71,7 +73,7 @@ def continual(
     tcfg = TrainConfig(
         archive=archive, arch=arch, out=out, val=val, val_recipe=val_recipe, epochs=epochs, optimizer=optimizer,
         lr=lr, weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, loss=loss, beta=beta,
-        temperature=temperature, mix=mix, patch_shuffle=patch_shuffle, teacher=tuple(teacher) if teacher else None,
+        temperature=temperature, mix=mix, patch_shuffle=patch_shuffle, teacher=tuple(teacher) if teacher else None, teachers_dir=teachers_dir, val_images=val_images,
         seed=seed, workers=workers, device=device, clip_weights=clip_weights,
         allow_base_mismatch=allow_base_mismatch, resume=resume, cache_dir=cache_dir,
     )

@@ -14,7 +14,7 @@ def test_near_chance_agreement_and_a_tiny_held_out_set_are_named_with_their_numb
                     "the teachers are better than chance"]
     one = fidelity_warnings({"agreement": 1.0, "images": 1}, 10)
     assert one == ["the fidelity figures come from 1 held-out image only (agreement 100.0% +- 98%); they say little. "
-                   "Give more held-out images: a dataset with a test or val split, or a larger val_fraction in --config"]
+                   "Give more held-out images: a dataset with a test or val split, or a larger --val-fraction"]
     assert fidelity_warnings({"agreement": 0.149, "images": 100}, 10) != []  # below 1.5 x chance
     assert fidelity_warnings({"agreement": 0.15, "images": 100}, 10) == []
     assert fidelity_warnings({"agreement": 0.02, "images": 5000}, 1000) == []  # 20 x chance for 1,000 classes

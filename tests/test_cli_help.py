@@ -58,10 +58,10 @@ CONFIGS: dict[tuple[str, ...], tuple[tuple[type, ...], dict[str, str]]] = {
 NO_DEFAULT: dict[tuple[str, ...], set[str]] = {
     ("build",): {"data_dir", "config", "classes", "teacher", "teachers_dir", "clip_weights"},
     ("inspect",): {"grid"},
-    ("train",): {"teacher"},
+    ("train",): {"teacher", "teachers_dir"},
     ("teach",): {"data_dir", "classes"},
     ("pretrain-base",): {"data_dir", "classes"},
-    ("eval", "continual"): {"teacher"},
+    ("eval", "continual"): {"teacher", "teachers_dir"},
 }
 
 # The modules read by cli/defaults.py from source, so that `hellopack --help` does not import torch.

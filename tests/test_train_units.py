@@ -45,7 +45,7 @@ def test_recipe_comes_from_the_manifest_and_flags_override_it() -> None:
 def test_recipe_rejects_bad_values_naming_the_flag() -> None:
     with pytest.raises(HellopackError, match=r"^--optimizer 'adam' is not one of adamw, sgd$"):
         TrainConfig(archive="a", arch="x", optimizer="adam").resolve(MANIFEST)
-    with pytest.raises(HellopackError, match=r"^--labels teacher needs --teacher ARCH:CHECKPOINT$"):
+    with pytest.raises(HellopackError, match=r"^--labels teacher needs --teacher ARCH:CHECKPOINT or --teachers-dir DIR$"):
         TrainConfig(archive="a", arch="x", labels="teacher").resolve(MANIFEST)
     with pytest.raises(HellopackError, match=r"^--epochs must be positive, got 0$"):
         TrainConfig(archive="a", arch="x", epochs=0).resolve(MANIFEST)

@@ -18,7 +18,7 @@ def fidelity_warnings(report: Mapping[str, Any], num_classes: int) -> list[str]:
         half = 1.96 * math.sqrt(max(agreement * (1 - agreement), 0.25 / max(n, 1)) / max(n, 1))
         out.append(f"the fidelity figures come from {n} held-out image{'s' if n != 1 else ''} only (agreement "
                    f"{agreement:.1%} +- {half:.0%}); they say little. Give more held-out images: a dataset with a "
-                   "test or val split, or a larger val_fraction in --config")
+                   "test or val split, or a larger --val-fraction")
     if agreement * max(1, num_classes) < NEAR_CHANCE:
         out.append(f"the projector agrees with the teachers on {agreement:.1%} of held-out images, near chance "
                    f"({chance:.1%} for {num_classes} classes): its labels may train students worse than hard labels. "

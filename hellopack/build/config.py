@@ -63,6 +63,8 @@ class BuildConfig:
     fit_checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
     lam: float = 0.1
     val_fraction: float = 0.02  # held out for the fidelity report when there is no test split
+    max_images: int | None = None  # fit on the first N training images only (quick runs)
+    fidelity_images: int | None = None  # measure fidelity on at most N held-out images
     # --- RDED initialisation (synthesize/: N random real images per class, M square crops each)
     n_real: int = 300
     m_crops: int = 5
@@ -284,6 +286,9 @@ def _validate(c: BuildConfig) -> None:
     need(c.fit_checkpoint_every >= 1, f"--fit-checkpoint-every must be 1 or more, got {c.fit_checkpoint_every}")
     need(c.lam >= 0, f"--lam must be 0 or more, got {c.lam}")
     need(0 < c.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {c.val_fraction}")
+    need(c.max_images is None or c.max_images >= 1, f"--max-images must be 1 or more, got {c.max_images}")
+    need(c.fidelity_images is None or c.fidelity_images >= 1,
+         f"--fidelity-images must be 1 or more, got {c.fidelity_images}")
     need(c.n_real >= 1, f"--n-real must be 1 or more, got {c.n_real}")
     need(c.m_crops >= 1, f"--m-crops must be 1 or more, got {c.m_crops}")
     lo, hi = c.crop_scale

@@ -108,7 +108,8 @@ class _Build:
         out = Path(cfg.out)
         splits = open_splits(cfg.recipe, cfg.data_dir, classes_file=cfg.classes_file, download=cfg.download,
                              max_bad_fraction=cfg.max_bad_fraction, synthetic=cfg.synthetic,
-                             val_fraction=cfg.val_fraction)
+                             val_fraction=cfg.val_fraction, max_images=cfg.max_images,
+                             eval_images=cfg.fidelity_images)
         scan, scan_key = self.scan(splits)
         size = scan["image_size"]
         factor = cfg.resolved_factor(size)
@@ -134,7 +135,8 @@ class _Build:
         cfg = self.cfg
         parts = {"recipe": cfg.recipe, "data_dir": cfg.data_dir, "classes_file": cfg.classes_file,
                  "synthetic": cfg.to_dict()["synthetic"], "image_size": cfg.image_size,
-                 "max_bad_fraction": cfg.max_bad_fraction, "val_fraction": cfg.val_fraction}
+                 "max_bad_fraction": cfg.max_bad_fraction, "val_fraction": cfg.val_fraction,
+                 "max_images": cfg.max_images, "fidelity_images": cfg.fidelity_images}
         key = stage_key("scan", parts)
         done = self._done("scan", key)
         if done is not None:
@@ -212,7 +214,7 @@ class _Build:
 
         full = splits.full
         teachers = load_ensemble(specs, len(full.classes), size, full.mean, full.std, self.device, self.mf)
-        n = splits.train_count() or scan["train_images"]
+        n = splits.train_count() or min(scan["train_images"], cfg.max_images or scan["train_images"])
         params = FitParams(epochs=cfg.fit_epochs, lr=cfg.fit_lr, weight_decay=cfg.fit_weight_decay,
                            batch_size=cfg.fit_batch_size, lam=cfg.lam, checkpoint_every=cfg.fit_checkpoint_every,
                            steps_per_epoch=steps_per_epoch(int(n), cfg.fit_batch_size, info.world_size))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from hellopack.data import ImageSource, Sample, open_source
+from hellopack.data.subset import first_n
 from hellopack.errors import HellopackError
 
 
@@ -64,7 +65,9 @@ class Splits:
 
 
 def open_splits(recipe: str, data_dir: str | None, *, classes_file: str | None = None, download: bool = False,
-                max_bad_fraction: float = 0.01, synthetic: Any = None, val_fraction: float = 0.02) -> Splits:
+                max_bad_fraction: float = 0.01, synthetic: Any = None, val_fraction: float = 0.02,
+                max_images: int | None = None, eval_images: int | None = None) -> Splits:
+    """``max_images``: train on the first N training images only; ``eval_images``: hold out at most N."""
     kw = dict(classes_file=classes_file, download=download, max_bad_fraction=max_bad_fraction, synthetic=synthetic)
     full = open_source(recipe, data_dir, split="train", **kw)
     try:
@@ -73,9 +76,9 @@ def open_splits(recipe: str, data_dir: str | None, *, classes_file: str | None =
         held = None
     # Sources without split folders serve the same images for every split: that is no holdout.
     if held is not None and _same_classes(full, held) and not _same_images(full, held):
-        return Splits(full, full, held, "test")
+        return Splits(full, first_n(full, max_images), first_n(held, eval_images), "test")
     k = max(2, round(1 / val_fraction))
-    return Splits(full, HoldoutRest(full, k), full.shard(0, k), "holdout")
+    return Splits(full, first_n(HoldoutRest(full, k), max_images), first_n(full.shard(0, k), eval_images), "holdout")
 
 
 def _same_classes(a: ImageSource, b: ImageSource) -> bool:

@@ -99,7 +99,7 @@ class _Continual:
         if t.val is not None:  # opened first: a wrong --val fails before the images are loaded
             val = val_evaluator(t.val, t.val_recipe, self.manifest, size, eval_bs, t.workers, self.device,
                                 self.info.rank, self.info.world_size,
-                                resize=next(iter(self.recipes.values())).val_resize)
+                                resize=next(iter(self.recipes.values())).val_resize, max_images=t.val_images)
         self.images, self.labels = load_archive_images(self.archive, size, self.num_classes, reporter)
         if val is None:
             reporter.info("no --val given: accuracy is measured on the archive's own images (not a test accuracy)")

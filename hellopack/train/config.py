@@ -62,10 +62,12 @@ class TrainConfig:
     momentum: float = 0.9  # SGD only
     labels: str = "projector"
     teacher: str | tuple[str, ...] | None = None  # "ARCH:CKPT" (several: a tuple or comma-separated)
+    teachers_dir: str | None = None  # a `hellopack teach` trajectory: all its checkpoints
     seeds: int = 1
     seed: int = 0
     eval_every: int = 10  # epochs; the last epoch is always evaluated
     eval_batch_size: int | None = None  # default: the training batch size
+    val_images: int | None = None  # evaluate on the first N --val images only (quick runs)
     workers: int = 0
     device: str = "auto"
     compile: bool = False
@@ -77,11 +79,18 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (tests, smoke runs)
 
     def teacher_specs(self) -> tuple[str, ...]:
+        """``--teacher`` specs, then the checkpoints of ``--teachers-dir`` (a `hellopack teach` output)."""
         if self.teacher is None:
-            return ()
-        if isinstance(self.teacher, str):
-            return tuple(s.strip() for s in self.teacher.split(",") if s.strip())
-        return tuple(self.teacher)
+            given: tuple[str, ...] = ()
+        elif isinstance(self.teacher, str):
+            given = tuple(s.strip() for s in self.teacher.split(",") if s.strip())
+        else:
+            given = tuple(self.teacher)
+        if self.teachers_dir is None:
+            return given
+        from hellopack.build.teach import load_trajectory
+
+        return given + tuple(load_trajectory(self.teachers_dir))
 
     def resolve(self, manifest: Mapping[str, Any]) -> "Recipe":
         """Fill every ``None`` recipe field from the manifest, validate, and return the effective values.
@@ -186,11 +195,13 @@ class TrainConfig:
         if not 0 < lo <= hi <= 1:
             raise HellopackError(f"crop scale {r.crop_scale} must satisfy 0 < min <= max <= 1")
         if r.labels == "teacher" and not r.teachers:
-            raise HellopackError("--labels teacher needs --teacher ARCH:CHECKPOINT")
+            raise HellopackError("--labels teacher needs --teacher ARCH:CHECKPOINT or --teachers-dir DIR")
         if r.labels != "teacher" and r.teachers:
-            raise HellopackError(f"--teacher is only used with --labels teacher (got --labels {r.labels})")
+            raise HellopackError(f"--teacher/--teachers-dir is only used with --labels teacher (got --labels {r.labels})")
         if r.image_size <= 0:
             raise HellopackError("archive manifest has no images.size; rebuild the archive with a current hellopack")
+        if self.val_images is not None and self.val_images <= 0:
+            raise HellopackError(f"--val-images must be positive, got {self.val_images}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise HellopackError(f"max_steps must be positive, got {self.max_steps}")
 

@@ -91,16 +91,21 @@ def archive_evaluator(images: torch.Tensor, labels: torch.Tensor, num_classes: i
 
 def val_evaluator(spec: str, recipe: str | None, manifest: dict, image_size: int, batch_size: int,
                   num_workers: int, device: torch.device, rank: int = 0, world: int = 1,
-                  resize: int | None = None) -> Evaluator:
+                  resize: int | None = None, max_images: int | None = None) -> Evaluator:
     """Open ``--val`` (path, ``RECIPE:PATH`` or recipe name), check its classes, return an evaluator.
 
     ``resize``: the shorter side before the centre crop (RDED: ``size // 7 * 8``); None: the source's rule.
+    ``max_images``: evaluate on the first N images only (a quick check, named in the result).
     """
+    from hellopack.data.subset import first_n
+
     from hellopack.data import make_loader
 
     src = open_val_source(spec, recipe, manifest)
     remap = match_classes(manifest["classes"], src.classes, spec)
-    description = f"val: {spec}"
+    capped = first_n(src, max_images)
+    description = f"val: {spec}" + (f" (first {max_images:,} images)" if capped is not src else "")
+    src = capped
 
     def batches() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         loader = make_loader(src, image_size, batch_size, train=False, seed=0, num_workers=num_workers,

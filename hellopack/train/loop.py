@@ -98,9 +98,13 @@ def _train(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dis
     classes = manifest.get("classes") or []
     num_classes = len(classes)
     check_arch(cfg.arch, num_classes, recipe)
+    note = input_size_note(cfg.arch, recipe.image_size)
+    if note:
+        reporter.warn(note)
     _check_batch_size(int((manifest.get("images") or {}).get("count", 0)), recipe.batch_size, cfg.drop_last,
                       info.world_size)
-    out_root = Path(cfg.out) if cfg.out else Path.cwd() / f"{Path(archive.path).stem}-{cfg.arch}"
+    out_root = Path(cfg.out) if cfg.out else Path.cwd() / default_run_name(Path(archive.path).stem, cfg.arch,
+                                                                             recipe.labels)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     outs = [out_root if len(seeds) == 1 else out_root / f"seed-{seed}" for seed in seeds]
     check_run_folder(out_root)
@@ -113,7 +117,8 @@ def _train(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dis
     evaluator: Evaluator | None = None
     if cfg.val is not None:  # opened first: a wrong --val fails before minutes of loading
         evaluator = val_evaluator(cfg.val, cfg.val_recipe, manifest, recipe.image_size, eval_bs, cfg.workers,
-                                  device, info.rank, info.world_size, resize=recipe.val_resize)
+                                  device, info.rank, info.world_size, resize=recipe.val_resize,
+                                  max_images=cfg.val_images)
     labeler = build_labeler(recipe.labels, archive=archive, teachers=recipe.teachers, num_classes=num_classes,
                             image_size=recipe.image_size, mean=recipe.mean, std=recipe.std, device=device,
                             clip_weights=cfg.clip_weights, allow_base_mismatch=cfg.allow_base_mismatch,
@@ -162,6 +167,23 @@ def check_arch(arch: str, num_classes: int, recipe: Recipe) -> None:
 
     with torch.device("meta"):
         build_student(arch, num_classes, recipe.image_size, recipe.mean, recipe.std)
+
+
+def default_run_name(stem: str, arch: str, labels: str) -> str:
+    """``ARCHIVE-ARCH`` for projector labels, ``ARCHIVE-ARCH-LABELS`` otherwise: runs that differ only in
+    --labels never share a folder."""
+    return f"{stem}-{arch}" if labels == "projector" else f"{stem}-{arch}-{labels}"
+
+
+SMALL_INPUT_PX = 112  # torchvision's ImageNet classifiers are designed for 224 px
+
+
+def input_size_note(arch: str, size: int) -> str | None:
+    """A note for an ImageNet architecture trained far below its usual input size (e.g. swin_v2_t at 32 px)."""
+    if size >= SMALL_INPUT_PX or arch.startswith("convnet") or arch.endswith("_cifar"):
+        return None
+    return (f"{arch} is designed for 224 px inputs and the archive's images are {size} px: expect low accuracy "
+            "(its stem downsamples them to a few pixels); for small images try convnet or resnet18_cifar")
 
 
 def _check_batch_size(n_images: int, batch_size: int, drop_last: bool, world: int) -> None:

@@ -593,6 +593,7 @@ def run_all(ctx: Ctx) -> dict:
             "top1_per_seed": top1, "top1_mean": statistics.fmean(top1),
             "top1_std": statistics.stdev(top1) if len(top1) > 1 else None,
             "batch_size": runs[0]["recipe"]["batch_size"], "loss": runs[0]["recipe"]["loss"],
+            "protocol": runs[0]["recipe"].get("protocol"),
             "train_seconds": sum(r["train_seconds"] for r in runs),
             "archive_bytes": archive["bytes"], "label_payload_bytes": archive["payload_bytes"],
             "soft_label_bytes": soft.total_bytes, "soft_label_bytes_300_epochs": soft300.total_bytes,
@@ -638,6 +639,29 @@ def size(n: float | None) -> str:
     return f"{n:,.0f} B"
 
 
+def _rded(res: dict) -> bool:
+    """Results from runs under RDED's protocol (hellopack 0.2): their students record the protocol."""
+    return any(st.get("protocol") == "rded" for st in res["students"])
+
+
+def _observer_text(res: dict) -> str:
+    return "; crops scored by the teachers, `-projobs`: by the projector" if _rded(res) else ""
+
+
+def _chooser_text(res: dict) -> str:
+    return "its teachers" if _rded(res) else "its projector"
+
+
+def _recipe_text(res: dict) -> str:
+    if not _rded(res):
+        return ("AdamW lr 1e-3, cosine, MSE to the soft labels + 0.1 CE (hard rows: CE), CutMix, crops of at least "
+                "half the image.")
+    batches = ", ".join(f"{b} at IPC {i}" for i, b in sorted({(st["ipc"], st["batch_size"]) for st in res["students"]}))
+    return ("RDED's evaluation: AdamW lr 1e-3 (RDED's for ConvNets and ResNets), decay 0.01 on weight matrices only, "
+            f"the per-epoch half cosine that ends at half the lr, batch {batches}, MSE to the soft labels + 0.1 CE "
+            "(hard rows: CE), CutMix, flip, and at factor 1 no crop (RDED's scale (1/factor, 1)).")
+
+
 def markdown(res: dict) -> str:
     plan, m = res["plan"], res["machine"]
     simclr_lr = f" (SimCLR base: lr {res['simclr_fit_lr']})" if res["bases"].get("simclr") else ""
@@ -676,7 +700,8 @@ def markdown(res: dict) -> str:
               f"`hellopack.build.build` with the teachers above (target: mean of their logits), LoRA rank 8 on every conv "
               f"and a full-rank head, fit {plan['fit_epochs']} epoch(s) at batch {plan.get('fit_batch_size', 128)} and "
               f"lr {res['fit_lr']}{simclr_lr}, RDED selection "
-              f"({plan['n_real']} real images x {plan['m_crops']} crops per class), factor 1 (no image update at 32 px). "
+              f"({plan['n_real']} real images x {plan['m_crops']} crops per class{_observer_text(res)}), factor 1 "
+              "(no image update at 32 px). "
               "Fidelity on the test images. The IPC-10 build includes the projector fit; the IPC-50 build reuses it. "
               f"`simclr-refine`: the SimCLR archive with `--refine-steps {plan.get('refine_steps', 0)}` and `--refine-lr "
               f"{res.get('refine_lr')}` (the LoRA trained on the archive's own images under the student's augmentation, "
@@ -698,10 +723,9 @@ def markdown(res: dict) -> str:
                      f"{a['build_seconds'] / 60:.1f} min |")
     lines += ["", "## (d, f) Students", "",
               "`hellopack.train.train`, final-epoch top-1 on the test images (mean ± sample std over seeds). Recipe from "
-              "the archive: AdamW lr 1e-3, cosine, MSE to the soft labels + 0.1 CE (hard rows: CE), CutMix, crops of "
-              "at least half the image. Hard and teacher rows train on the random-init base's archive; each projector "
-              "row on its own archive (its projector chose the images). Soft labels the teacher row would store: epochs "
-              "x images x 10 classes x 2 B + 41 B of augmentation record per view.", "",
+              f"the archive: {_recipe_text(res)} Hard and teacher rows train on the random-init base's archive; each "
+              f"projector row on its own archive ({_chooser_text(res)} chose the images). Soft labels the teacher row "
+              "would store: epochs x images x 10 classes x 2 B + 41 B of augmentation record per view.", "",
               "| student | IPC | labels | epochs | seeds | top-1 % | archive | label payload | soft labels (these epochs) | soft labels (300 epochs) |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for st in res["students"]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from hellopack.summary import human_bytes
+from hellopack.summary import human_bytes, ratio_text
 
 from .defaults import source_defaults
 from .errors import friendly_errors
@@ -42,6 +42,7 @@ def demo(
     typer.echo(f"student {res['arch']} reached {res['student_top1']:.1%} top-1 on {res['val_images']} held-out "
                f"synthetic images (chance {1 / res['classes']:.0%}; teacher {res['teacher_top1']:.1%})")
     typer.echo(f"label storage: the archive's {human_bytes(st.payload_bytes)} of LoRA + prompts replace "
-               f"{human_bytes(st.total_bytes)} of stored soft labels for {st.epochs} epochs ({st.ratio:,.0f}x smaller)")
+               f"{human_bytes(st.total_bytes)} of stored soft labels for {st.epochs} "
+               f"epoch{'s' if st.epochs != 1 else ''} ({ratio_text(st.ratio)})")
     t = res["timings"]
     typer.echo(f"time: teach {t['teach_s']:.0f} s, build {t['build_s']:.0f} s, train {t['train_s']:.0f} s")

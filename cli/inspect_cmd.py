@@ -13,7 +13,7 @@ from rich.table import Table
 from hellopack.archive import ArchiveError, open_archive
 from hellopack.errors import HellopackError
 from hellopack.grid import contact_sheet
-from hellopack.summary import human_bytes, summarize
+from hellopack.summary import human_bytes, ratio_text, summarize
 
 from .errors import friendly_errors
 from .reporter import print_json
@@ -46,8 +46,8 @@ def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
     t.add_row("LoRA", f"rank {lo['rank_encoder']} on {lo['encoder_targets']} convs + rank {lo['rank_head']} on the head, "
               f"{lo['parameters']:,} stored parameters ({lo['dtype']})")
     r = s["recipe"]
-    t.add_row("recipe", _text(f"{r.get('epochs')} epochs, {r.get('optimizer')} lr {r.get('lr')}, "
-                              f"loss {r.get('loss')} + {r.get('beta')} CE"))
+    t.add_row("recipe", _text(f"{r.get('epochs')} epoch{'s' if r.get('epochs') != 1 else ''}, "
+                              f"{r.get('optimizer')} lr {r.get('lr')}, loss {r.get('loss')} + {r.get('beta')} CE"))
     t.add_row("protocol", _text(s["protocol"]))
     t.add_row("selection", _text(f"crops scored by the {s['observer']}"))
     fid = s.get("fidelity")
@@ -73,16 +73,16 @@ def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
     rt = Table(title="what it replaces", show_header=False, title_justify="left")
     rt.add_column(style="bold")
     rt.add_column(justify="right")
-    rt.add_row(f"stored soft labels ({r['epochs']} epochs x {r['images']:,} images x {r['classes']:,} classes x 2 B)",
-               human_bytes(r["soft_label_bytes"]))
+    rt.add_row(f"stored soft labels ({r['epochs']} epoch{'s' if r['epochs'] != 1 else ''} x {r['images']:,} images "
+               f"x {r['classes']:,} classes x 2 B)", human_bytes(r["soft_label_bytes"]))
     rt.add_row(f"augmentation records ({r['aug_record_bytes_per_view']} B per view)", human_bytes(r["aug_record_bytes"]))
     rt.add_row("heavy labels in total", human_bytes(r["total_bytes"]))
     rt.add_row("this archive's label payload (LoRA + prompts)", human_bytes(r["payload_bytes"]))
-    rt.add_row("ratio", f"{r['ratio']:,.0f}x smaller")
+    rt.add_row("ratio", ratio_text(r["ratio"]))
     if "payload_with_base_bytes" in r:
         rt.add_row("label payload + the custom base file (if shared with this archive only)",
                    human_bytes(r["payload_with_base_bytes"]))
-        rt.add_row("ratio with the base counted", f"{r['ratio_with_base']:,.1f}x smaller")
+        rt.add_row("ratio with the base counted", ratio_text(r["ratio_with_base"]))
     stdout.print(rt)
     for ext in s["external"]:
         stdout.print(f"[yellow]external dependency[/yellow]: {_text(ext['what'])} '{_text(ext['name'])}' "
@@ -104,8 +104,12 @@ def inspect(
 
     Example: hellopack inspect in1k-ipc10.hellopack --verify --grid sheet.png
     """
+    if archive.is_dir():
+        raise HellopackError(f"archive '{archive}' is a folder; pass the .hellopack file itself")
     if not archive.is_file():
         raise HellopackError(f"archive '{archive}' does not exist; check the path")
+    if grid is not None and grid.is_dir():
+        raise HellopackError(f"--grid '{grid}' is a folder; name a .png file, e.g. --grid {grid / 'sheet.png'}")
     try:
         a = open_archive(archive)
         verified = None

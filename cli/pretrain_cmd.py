@@ -80,8 +80,9 @@ def pretrain_base(
         print_json(result)
         return
     mb = (result["bytes"] or 0) / 1e6
-    typer.echo(f"wrote {result['out']} ({mb:.1f} MB): {result['config']} image tower, {result['epochs']} epochs "
-               f"of {result['objective']} on {result['images']:,} images in {result['seconds']:.0f} s")
+    typer.echo(f"wrote {result['out']} ({mb:.1f} MB): {result['config']} image tower, {result['epochs']} "
+               f"epoch{'s' if result['epochs'] != 1 else ''} of {result['objective']} on {result['images']:,} images "
+               f"in {result['seconds']:.0f} s")
     typer.echo(f"fingerprint {result['fingerprint']} (also in {result['sha256_file']})")
     if result.get("probe"):
         p = result["probe"]

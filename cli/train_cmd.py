@@ -50,6 +50,7 @@ def train(
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
     seeds: int = typer.Option(_T.seeds, "--seeds", help="Train this many seeds; report mean and std.", rich_help_panel=RUN),
     seed: int = typer.Option(_T.seed, "--seed", help="Seed (--seeds N runs seed, seed + 1, ...).", rich_help_panel=RUN),
+    val_resize: Optional[int] = typer.Option(None, "--val-resize", help="Resize --val images' shorter side to N before the centre crop \\[the archive's; RDED: size // 7 * 8, 256 for 224].", rich_help_panel=REC),
     val_images: Optional[int] = typer.Option(None, "--val-images", help="Evaluate on the first N --val images only \\[all].", rich_help_panel=RUN),
     eval_every: int = typer.Option(_T.eval_every, "--eval-every", help="Evaluate every K epochs (and at the end).", rich_help_panel=RUN),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint.", rich_help_panel=RUN),
@@ -72,7 +73,7 @@ def train(
         lr=lr, weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, loss=loss, beta=beta,
         temperature=temperature, mix=mix, patch_shuffle=patch_shuffle, labels=labels, decay=decay,
         mix_alpha=mix_alpha, crop_scale=tuple(crop_scale) if crop_scale else None,
-        teacher=tuple(teacher) if teacher else None, teachers_dir=teachers_dir, val_images=val_images, seeds=seeds, seed=seed, eval_every=eval_every,
+        teacher=tuple(teacher) if teacher else None, teachers_dir=teachers_dir, val_images=val_images, val_resize=val_resize, seeds=seeds, seed=seed, eval_every=eval_every,
         workers=workers, device=device, compile=compile, clip_weights=clip_weights,
         allow_base_mismatch=allow_base_mismatch, resume=resume, cache_dir=cache_dir,
     )

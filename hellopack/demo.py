@@ -45,7 +45,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), reporter: Reporter = NULL) -> dict[
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    reporter.info(f"1/3 teacher trajectory: {cfg.teacher_arch}, {cfg.teacher_epochs} epochs on synthetic shapes")
+    reporter.info(f"1/3 teacher trajectory: {cfg.teacher_arch}, {cfg.teacher_epochs} "
+                  f"epoch{'s' if cfg.teacher_epochs != 1 else ''} on synthetic shapes")
     traj = teach(TeachConfig(recipe="synthetic", out=str(run / "teachers"), arch=cfg.teacher_arch,
                              epochs=cfg.teacher_epochs, keep_every=2, batch_size=64, synthetic=data, seed=cfg.seed, device=cfg.device), reporter)
     timings["teach_s"] = time.perf_counter() - t
@@ -59,7 +60,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), reporter: Reporter = NULL) -> dict[
     timings["build_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    reporter.info(f"3/3 train: {cfg.student_arch} student, {cfg.student_epochs} epochs, labels from the projector")
+    reporter.info(f"3/3 train: {cfg.student_arch} student, {cfg.student_epochs} "
+                  f"epoch{'s' if cfg.student_epochs != 1 else ''}, labels from the projector")
     result = train(TrainConfig(archive=str(archive), arch=cfg.student_arch, out=str(run / "student"), val="synthetic",
                                epochs=cfg.student_epochs, eval_every=cfg.student_epochs, seed=cfg.seed,
                                device=cfg.device), reporter)

@@ -21,6 +21,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise HellopackError(f"output folder '{parent}' does not exist; create it or choose another path")
+    if path.is_dir():
+        raise HellopackError(f"cannot write '{path}': it is a folder; choose a file name instead")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as e:

@@ -75,14 +75,29 @@ def human_bytes(n: float) -> str:
 
 
 def summary_line(path: str | os.PathLike) -> str:
-    """One line after a build: what was written and what it replaces."""
+    """One line after a build: what was written and what it replaces (or that it is not smaller)."""
     from hellopack.archive import open_archive
 
     m = open_archive(path).manifest
     st = label_storage(m)
     return (f"wrote {path}: {m['images']['count']} images ({len(m['classes'])} classes, IPC {m['images']['ipc']}), "
             f"label payload {human_bytes(st.payload_bytes)} replaces {human_bytes(st.total_bytes)} of stored soft labels "
-            f"({st.ratio:,.0f}x smaller)")
+            f"({ratio_text(st.ratio)})")
+
+
+def ratio_text(ratio: float) -> str:
+    """How the label payload compares with what it replaces (``ratio`` = replaced bytes / payload bytes).
+
+    "92x smaller", "2.62x smaller"; and when the payload is the bigger one (a few images, few epochs),
+    it says so: "1.07x larger: at this size stored soft labels take less".
+    """
+    if ratio >= 1:
+        return f"{_times(ratio)}x smaller"
+    return f"{_times(1 / ratio)}x larger: at this size stored soft labels take less"
+
+
+def _times(r: float) -> str:
+    return f"{r:,.0f}" if r >= 10 else f"{r:.2f}"  # 92, 1,234; 2.62, 1.07 (never "1" for 1.07)
 
 
 def describe_protocol(recipe: dict[str, Any]) -> str:

@@ -217,3 +217,13 @@ def test_a_train_run_uses_the_recipes_val_resize_lr_schedule_and_decay(tmp_path_
     assert res["recipe"]["lr_source"] == "RDED's AdamW lr for resnet18_cifar"
     assert resizes and set(resizes) == {18}
     assert shuffles and set(shuffles) == {"shuffle_strips"}  # RDED's ShufflePatches, not any permutation  # the val loader resizes to the recipe's val_resize
+
+
+def test_every_protocol_setting_has_a_train_flag_that_wins() -> None:
+    r = TrainConfig(archive="a", arch="swin_v2_t", crop_scale=(0.08, 1.0), schedule="cosine", decay="all",
+                    batch_size=7, lr=0.01, mix_alpha=0.5, val_resize=100, patch_shuffle=False,
+                    epochs=3).resolve(RDED_MANIFEST)
+    assert (r.crop_scale, r.schedule, r.decay, r.batch_size, r.lr, r.mix_alpha, r.val_resize, r.patch_shuffle,
+            r.epochs) == ((0.08, 1.0), "cosine", "all", 7, 0.01, 0.5, 100, False, 3)
+    with pytest.raises(Exception, match=r"^--val-resize 50 is smaller than the 96-px crop; use at least 96"):
+        TrainConfig(archive="a", arch="convnet", val_resize=50).resolve(RDED_MANIFEST)

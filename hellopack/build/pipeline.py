@@ -78,6 +78,7 @@ class _Build:
         self.cfg, self.rep, self.device, self.info = cfg, reporter, device, info
         self.mf = memory_format(device)
         self.wd = WorkDir(cfg.resolved_workdir())
+        self._reused: list[str] | None = []  # finished stages this run reuses; None once said
 
     # ---- helpers ------------------------------------------------------------------------
     def _shared(self, value: Any) -> Any:
@@ -85,7 +86,18 @@ class _Build:
         return dist.broadcast_object(value if self.info.is_main else None) if self.info.enabled else value
 
     def _done(self, stage: str, key: str) -> dict[str, Any] | None:
-        return self._shared(self.wd.done(stage, key) if self.info.is_main else None)
+        return self._reuse(stage, self._shared(self.wd.done(stage, key) if self.info.is_main else None))
+
+    def _reuse(self, stage: str, done: Any) -> Any:
+        """Note a stage found finished in the work folder; at the first one that runs, say once which were."""
+        if self._reused is None:
+            return done
+        if done is not None:
+            self._reused.append(stage)
+        elif self._reused:
+            self.rep.info(f"resuming the build in {self.wd.root}: {', '.join(self._reused)} done earlier")
+            self._reused = None
+        return done
 
     # ---- the stages ---------------------------------------------------------------------
     def run(self) -> Path:
@@ -157,7 +169,7 @@ class _Build:
                       "eval_images": splits.eval.num_samples}
             self.wd.mark("scan", key, result)
             self.rep.info(f"data: {full.description}; {sum(counts):,} training images, held-out: "
-                          f"{splits.eval_kind}")
+                          f"{_held_out(splits)}")
         return self._shared(result), key
 
     def teachers(self, scan_key: str) -> tuple[list[str], str]:
@@ -303,7 +315,7 @@ class _Build:
         key = stage_key("update", parts, select_key)
         up_dir = self.wd.stage_dir("update")
         final = up_dir / PATCHES_FILE
-        if self.wd.done("update", key) is not None:
+        if self._reuse("update", self.wd.done("update", key)) is not None:
             return np.load(final, mmap_mode="r"), key
         crops = np.load(self.wd.root / "select" / CROPS_FILE, mmap_mode="r")
         n, s = crops.shape[0], size // factor
@@ -372,7 +384,7 @@ class _Build:
                  "fit": fit_key}
         key = stage_key("refine", parts, update_key)
         ref_dir = self.wd.stage_dir("refine")
-        done = self.wd.done("refine", key)
+        done = self._reuse("refine", self.wd.done("refine", key))
         if done is not None:
             state = _read_tensors(ref_dir / LORA_FILE)
             proj.model.load_lora_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
@@ -409,6 +421,7 @@ class _Build:
     def write(self, out: Path, splits: Splits, scan: dict[str, Any], proj: _Projector, distilled: "DistilledImages",
               size: int, factor: int, fidelity: dict[str, Any] | None) -> Path:
         cfg = self.cfg
+        self._reuse("write", None)  # every stage before it was done earlier: say so now
         full = splits.full
         base = proj.base
         fid = None if fidelity is None else {k: fidelity[k] for k in
@@ -440,6 +453,15 @@ class _Build:
 
 
 # ---- small helpers ----------------------------------------------------------------------
+
+def _held_out(splits: Splits) -> str:
+    """What the fidelity figures are measured on, for the data line: "16 test images", or a holdout's."""
+    n = splits.eval.num_samples
+    count = "" if n is None else f"{n:,} "
+    if splits.eval_kind == "test":
+        return f"{count}test image{'s' if n != 1 else ''}"
+    return f"{count}training image{'s' if n != 1 else ''}, set aside (the data has no test split)"
+
 
 class DistilledImages:
     """The archive's images, stitched from the (memory-mapped) patches on demand: an ImageNet

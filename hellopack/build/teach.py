@@ -80,10 +80,6 @@ def teach(cfg: TeachConfig, reporter: Reporter = NULL) -> dict[str, Any]:
 
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise HellopackError(f"cannot create teacher folder '{out}': {e.strerror}; choose a writable --out") from None
     splits = open_splits(cfg.recipe, cfg.data_dir, classes_file=cfg.classes_file, download=cfg.download,
                          max_bad_fraction=cfg.max_bad_fraction, synthetic=cfg.synthetic,
                          val_fraction=cfg.val_fraction)
@@ -98,6 +94,11 @@ def teach(cfg: TeachConfig, reporter: Reporter = NULL) -> dict[str, Any]:
         model = build_student(arch, num_classes, size, src.mean, src.std)
     mf = memory_format(device)
     model = model.to(device=device, memory_format=mf)
+    # only now, with the data and the model checked: bad input must not leave an empty --out behind
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HellopackError(f"cannot create teacher folder '{out}': {e.strerror}; choose a writable --out") from None
 
     loader = make_loader(src, size, cfg.batch_size, train=True, seed=cfg.seed, num_workers=cfg.workers)
     n_train = splits.train_count()

@@ -25,7 +25,7 @@ from PIL import Image
 from hellopack.data.names import display_name, read_classes_file
 from hellopack.data.types import ClassInfo, ImageSource, Sample
 from hellopack.data.wds import CLASSES_TXT, SHARD_SUFFIXES, WdsSource, shards_in_dir
-from hellopack.errors import HellopackError
+from hellopack.errors import DataPathError, HellopackError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # CIFAR-100 fine labels, alphabetical (the order of the official meta file).
@@ -84,9 +84,9 @@ class TorchvisionCifar(ImageSource):
             with contextlib.redirect_stdout(io.StringIO()):
                 self._ds = cls(str(root), train=self.split == "train", download=download)
         except RuntimeError:
-            raise HellopackError(
-                f"{title} not found in '{root}'; pass --download to fetch it (needs internet) "
-                f"or point --data-dir at a folder of WebDataset shards (train-*.tar, test-*.tar)") from None
+            raise DataPathError(f"{title} not found in '{root}'",
+                                "point {flag} at a folder of WebDataset shards (train-*.tar, test-*.tar)",
+                                download="pass --download to fetch it (needs internet)") from None
         except OSError as e:  # URLError is an OSError
             raise HellopackError(f"cannot download {title} into '{root}': {getattr(e, 'reason', None) or e}; "
                                  f"check the internet connection or use a folder of WebDataset shards") from None
@@ -126,7 +126,7 @@ def open_cifar(recipe: str, path: str | os.PathLike | None = None, *, split: str
     names = read_classes_file(classes_file) if classes_file is not None else None
     root = Path(path) if path is not None else DEFAULT_ROOT
     if path is not None and not root.exists() and not download:
-        raise HellopackError(f"data dir '{root}' does not exist; check --data-dir, or pass --download to fetch {title}")
+        raise DataPathError(f"data dir '{root}' does not exist", "check {flag}", download=f"pass --download to fetch {title}")
     if has_shards(root):
         urls = shards_in_dir(root, split)
         if names is None and (root / CLASSES_TXT).is_file():

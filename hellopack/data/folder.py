@@ -27,7 +27,7 @@ from PIL import Image
 from hellopack.data.convert import is_image_name, open_rgb
 from hellopack.data.names import apply_classes_file, display_name, printable
 from hellopack.data.types import ClassInfo, ImageSource, Sample
-from hellopack.errors import HellopackError
+from hellopack.errors import DataPathError, HellopackError
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
 # Which sub-folder serves a requested split, in order of preference.
@@ -43,7 +43,7 @@ FOLDER_STD = (0.229, 0.224, 0.225)  # square images up to this size are "CIFAR-l
 def check_dir(path: str | os.PathLike) -> Path:
     root = Path(path)
     if not root.exists():
-        raise HellopackError(f"data dir '{root}' does not exist; check --data-dir")
+        raise DataPathError(f"data dir '{root}' does not exist", "check {flag}")
     if not root.is_dir():
         raise HellopackError(f"data dir '{root}' is not a folder; pass the folder that holds one folder per class")
     return root
@@ -76,8 +76,8 @@ def resolve_split_dir(root: Path, split: str) -> Path:
     for candidate in SPLIT_DIRS.get(split, (split,)):
         if candidate in names:
             return root / candidate
-    raise HellopackError(f"no '{split}' folder under '{root}' (found: {', '.join(sorted(names))}); "
-                         f"choose another split or point --data-dir at the class folders")
+    raise DataPathError(f"no '{split}' folder under '{root}' (found: {', '.join(sorted(names))})",
+                        f"add a '{split}' folder or point {{flag}} at the class folders")
 
 
 def walk_images(top: bytes, stop_at: tuple[bytes, ...] = ()) -> tuple[list[bytes], list[str]]:

@@ -12,7 +12,7 @@ from hellopack.data.imagenet import open_imagenet
 from hellopack.data.synthetic import SyntheticConfig, SyntheticSource
 from hellopack.data.types import ImageSource
 from hellopack.data.wds import open_wds
-from hellopack.errors import HellopackError
+from hellopack.errors import DataPathError, HellopackError
 from hellopack.registry import Registry
 
 SPLITS = ("train", "val", "test")
@@ -23,7 +23,7 @@ RECIPES: Registry[Recipe] = Registry("dataset recipe")
 
 def _needs_path(recipe: str, path: Any) -> None:
     if path is None:
-        raise HellopackError(f"recipe '{recipe}' needs a data location; pass --data-dir")
+        raise DataPathError(f"recipe '{recipe}' needs a data location", "pass {flag}")
 
 
 @RECIPES.register("imagenet")

@@ -27,7 +27,7 @@ from PIL import Image
 from hellopack.data.convert import WDS_IMAGE_KEYS, BadImage, open_rgb
 from hellopack.data.folder import SMALL_IMAGE_MAX, SPLIT_DIRS, SPLIT_NAMES
 from hellopack.data.types import ClassInfo, ImageSource, Sample
-from hellopack.errors import HellopackError
+from hellopack.errors import DataPathError, HellopackError
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 CLASSES_TXT = "classes.txt"  # a shard folder's own class names, used when --classes is not given
@@ -81,7 +81,8 @@ def shards_in_dir(folder: Path, split: str) -> list[str]:
         if chosen:
             return [str(folder / t) for t in chosen]
     found = ", ".join(sorted({f"{s}-*" for s in splits.values() if s}))
-    raise HellopackError(f"no '{split}' shards in '{folder}' (found: {found}); choose another split")
+    raise DataPathError(f"no '{split}' shards in '{folder}' (found: {found})",
+                        f"add {split}-*.tar shards or point {{flag}} at a folder that holds them")
 
 
 class WdsSource(ImageSource):

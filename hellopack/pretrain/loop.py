@@ -109,8 +109,9 @@ def _pretrain(cfg: PretrainConfig, reporter: Reporter, device: torch.device, inf
     if cfg.resume and ckpt.exists(work):
         start, history, elapsed = _restore(ckpt.load(work), net, optimizer, scheduler, identity, work, device)
         reporter.info(f"resuming from epoch {start} of {cfg.epochs} ({work})")
-    reporter.info(f"pretraining {cfg.config} on {n:,} images of {src.description}: SimCLR, {cfg.epochs} epochs "
-                  f"x {steps} steps of {cfg.batch_size * info.world_size} images ({view_size} px views)")
+    reporter.info(f"pretraining {cfg.config} on {n:,} images of {src.description}: SimCLR, {cfg.epochs} "
+                  f"epoch{'s' if cfg.epochs != 1 else ''} x {steps} step{'s' if steps != 1 else ''} "
+                  f"of {cfg.batch_size * info.world_size} images ({view_size} px views)")
 
     model: nn.Module = net
     if info.enabled:

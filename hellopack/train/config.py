@@ -58,6 +58,7 @@ class TrainConfig:
     mix_alpha: float | None = None  # Beta(a, a) of CutMix/MixUp
     crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale
     decay: str | None = None  # "weights" (RDED: matrices only) or "all"
+    val_resize: int | None = None  # --val: shorter side before the centre crop (RDED: size // 7 * 8)
     # not in the manifest
     momentum: float = 0.9  # SGD only
     labels: str = "projector"
@@ -164,7 +165,8 @@ class TrainConfig:
             mean=tuple(float(v) for v in images.get("mean", (0.5, 0.5, 0.5))),
             std=tuple(float(v) for v in images.get("std", (0.5, 0.5, 0.5))),
             decay=str(pick("decay", "all")).lower(),
-            val_resize=None if given.get("val_resize") is None else int(given["val_resize"]),
+            val_resize=self.val_resize if self.val_resize is not None else (
+                None if given.get("val_resize") is None else int(given["val_resize"])),
             protocol=proto.LEGACY if legacy else str(given["protocol"]),
             lr_source=lr_source,
         )
@@ -200,6 +202,9 @@ class TrainConfig:
             raise HellopackError(f"--teacher/--teachers-dir is only used with --labels teacher (got --labels {r.labels})")
         if r.image_size <= 0:
             raise HellopackError("archive manifest has no images.size; rebuild the archive with a current hellopack")
+        if r.val_resize is not None and r.val_resize < r.image_size:
+            raise HellopackError(f"--val-resize {r.val_resize} is smaller than the {r.image_size}-px crop; "
+                                 f"use at least {r.image_size} (RDED: {proto.val_resize(r.image_size)})")
         if self.val_images is not None and self.val_images <= 0:
             raise HellopackError(f"--val-images must be positive, got {self.val_images}")
         if self.max_steps is not None and self.max_steps <= 0:

@@ -16,7 +16,7 @@ from torch import nn
 
 from hellopack import device as devices
 from hellopack import dist
-from hellopack.errors import HellopackError
+from hellopack.errors import DataPathError, HellopackError
 
 ARCHIVE_LABEL = "archive images (not a test accuracy)"
 
@@ -156,7 +156,10 @@ def open_val_source(spec: str, recipe: str | None, manifest: dict) -> Any:
     if rec is None:
         rec = infer_recipe(path, dataset.get("recipe"))
     synthetic = (manifest.get("build") or {}).get("synthetic") if rec == "synthetic" else None
-    return open_source(rec, path, split="val", synthetic=synthetic)
+    try:
+        return open_source(rec, path, split="val", synthetic=synthetic)
+    except DataPathError as e:  # the data layer's fixes name build's --data-dir (and --download): say --val
+        raise e.for_flag("--val" if path is not None else f"--val {rec}:PATH", download=False) from None
 
 
 def match_classes(archive_classes: Sequence[dict], val_classes: Sequence[Any], spec: str) -> torch.Tensor:

@@ -51,6 +51,8 @@ def resolve_archive(spec: str, cache_dir: str | os.PathLike | None = None, repor
     """A local path is returned as is (it must exist); a URL is downloaded once and served from the cache."""
     if not is_url(spec):
         path = Path(spec).expanduser()
+        if path.is_dir():
+            raise HellopackError(f"archive '{spec}' is a folder; pass the .hellopack file itself")
         if not path.is_file():
             raise HellopackError(f"archive '{spec}' not found; pass an existing .hellopack file or an http(s) URL")
         return path

@@ -109,7 +109,7 @@ def inspect(
     if not archive.is_file():
         raise HellopackError(f"archive '{archive}' does not exist; check the path")
     if grid is not None and grid.is_dir():
-        raise HellopackError(f"--grid '{grid}' is a folder; name a .png file, e.g. --grid {grid / 'sheet.png'}")
+        raise HellopackError(f"--grid '{grid}' is a folder; name the .png file, e.g. {grid / 'sheet.png'}")
     try:
         a = open_archive(archive)
         verified = None

@@ -28,6 +28,7 @@ def teach(
     weight_decay: float = typer.Option(_T.weight_decay, "--weight-decay", help="SGD weight decay."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Training image size \\[the dataset's]."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (wds recipe)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Train on the first N training images only (quick runs) \\[all]."),
     download: bool = typer.Option(False, "--download", help="Download CIFAR with torchvision (needs internet)."),
     seed: int = typer.Option(_T.seed, "--seed", help="Seed."),
     device: str = typer.Option(_T.device, "--device", help="auto, cpu, cuda, cuda:N."),
@@ -45,7 +46,7 @@ def teach(
     cfg = TeachConfig(
         recipe=dataset, out=str(out), data_dir=data_dir, arch=arch, epochs=epochs, keep_every=keep_every,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, image_size=image_size,
-        classes_file=str(classes) if classes else None, download=download, seed=seed, device=device, workers=workers,
+        classes_file=str(classes) if classes else None, download=download, max_images=max_images, seed=seed, device=device, workers=workers,
     )
     with make_reporter(quiet or as_json) as reporter:
         traj = run_teach(cfg, reporter)

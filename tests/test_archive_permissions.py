@@ -6,6 +6,9 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
+from hellopack.errors import HellopackError
 from hellopack.fsutil import atomic_write_bytes
 from test_archive_kit import base_doc, write
 
@@ -19,3 +22,11 @@ def test_archive_and_other_outputs_follow_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE(a.stat().st_mode) == 0o644
     assert stat.S_IMODE(b.stat().st_mode) == 0o644
+
+
+def test_writing_onto_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "sheet.png").mkdir()
+    with pytest.raises(HellopackError) as e:
+        atomic_write_bytes(tmp_path / "sheet.png", b"x")
+    assert str(e.value) == f"cannot write '{tmp_path / 'sheet.png'}': it is a folder; choose a file name instead"
+    assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]  # no temporary file beside it

@@ -424,6 +424,39 @@ def _missing_out_folder(kit: Kit, tmp: Path) -> Case:
     return case
 
 
+def _teach_on_file(kit, tmp):
+    data = tmp / "data.txt"
+    data.write_text("x")
+    out_dir = tmp / "out"
+    out_dir.mkdir()
+    out = out_dir / "traj"
+    return Case(["teach", "folder", "--data-dir", str(data), "--out", str(out), "--device", "cpu", "-q"],
+                {"data": str(data), "out": str(out)}, out_dir)
+
+
+def _grid_folder(kit, tmp):
+    d = tmp / "sheets"
+    d.mkdir()
+    case = Case(["inspect", str(kit.archive), "--grid", str(d)], {"archive": str(kit.archive), "dir": str(d)}, d)
+    return case
+
+
+def _archive_folder(kit, tmp, train):
+    folder = tmp / "archives"
+    folder.mkdir()
+    if train:
+        return _train(kit, tmp, "--arch", "convnet", archive=folder)
+    return Case(["inspect", str(folder)], {"archive": str(folder)}, folder)
+
+
+def _val_without_split(kit, tmp):
+    val = tmp / "val"
+    write_imagefolder(val / "train", 1, 16, seed=3)
+    case = _train(kit, tmp, "--arch", "convnet", "--val", str(val))
+    case.subs["val"] = str(val)
+    return case
+
+
 CASES: dict[str, Callable[[Kit, Path], Case]] = {
     # data
     "missing-dataset": lambda k, t: _build(k, t, t / "nope"),
@@ -472,6 +505,11 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "train-output-is-a-file": _file_as_out,
     "unwritable-grid": lambda k, t: _unwritable(k, t, "grid"),
     "workdir-in-use": _workdir_in_use,
+    "teach-dataset-is-a-file": _teach_on_file,
+    "grid-is-a-folder": _grid_folder,
+    "archive-is-a-folder": lambda k, t: _archive_folder(k, t, train=False),
+    "train-archive-is-a-folder": lambda k, t: _archive_folder(k, t, train=True),
+    "val-without-a-val-split": _val_without_split,
     # archives
     "missing-archive": lambda k, t: _missing_archive(k, t, train=False),
     "train-missing-archive": lambda k, t: _missing_archive(k, t, train=True),

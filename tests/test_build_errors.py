@@ -26,3 +26,15 @@ def test_an_existing_work_folder_is_kept_on_failure(tmp_path: Path):
     with pytest.raises(HellopackError):
         build(cfg)
     assert (work / "note.txt").read_text() == "mine"
+
+
+def test_teach_on_a_file_leaves_no_output_folder(tmp_path: Path):
+    from hellopack.build.teach import TeachConfig, teach
+
+    data = tmp_path / "data.txt"
+    data.write_text("not a folder")
+    cfg = TeachConfig(recipe="folder", data_dir=str(data), out=str(tmp_path / "traj"), device="cpu")
+    with pytest.raises(HellopackError) as e:
+        teach(cfg)
+    assert str(e.value) == f"data dir '{data}' is not a folder; pass the folder that holds one folder per class"
+    assert [p.name for p in tmp_path.iterdir()] == ["data.txt"]

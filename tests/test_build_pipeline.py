@@ -68,6 +68,18 @@ def test_holdout_view_is_disjoint_and_complete():
     assert sum(len(y) for _, y in make_loader(rest, 32, 4, train=True, seed=0)) == 15
 
 
+def test_the_data_line_says_what_is_held_out(tmp_path):
+    from hellopack.build.pipeline import _held_out
+    from hellopack.build.splits import open_splits
+    from test_train_kit import write_imagefolder
+
+    assert _held_out(open_splits("synthetic", None, synthetic=SYN)) == "16 test images"
+    folder = open_splits("folder", str(write_imagefolder(tmp_path / "data", 4, 16, seed=0)), val_fraction=0.25)
+    assert _held_out(folder) == "4 training images, set aside (the data has no test split)"
+    one = open_splits("folder", str(write_imagefolder(tmp_path / "one", 1, 16, seed=0)), val_fraction=0.25)
+    assert _held_out(one) == "1 training image, set aside (the data has no test split)"
+
+
 def test_load_trajectory_errors(tmp_path):
     with pytest.raises(HellopackError, match="teachers folder '.*' does not exist; train one with `hellopack teach`"):
         load_trajectory(tmp_path / "missing")
@@ -98,6 +110,9 @@ def test_build_archive_contents_and_stage_skipping(tmp_path, teachers_dir):
     assert set(m["fidelity"]) == {"agreement", "kl", "projector_top1", "teacher_top1", "images", "eval"}
     assert m["fidelity"]["images"] == 16 and m["fidelity"]["eval"] == "test"
     assert m["build"]["ipc"] == 1 and "workdir" not in m["build"] and "out" not in m["build"]
+    assert "data: synthetic shapes: 4 classes, 48 train images of 32 px, seed 0; 48 training images, held-out: " \
+           "16 test images" in first.messages
+    assert not [msg for msg in first.messages if msg.startswith("resuming")]
     assert sorted(r.cls for r in archive.iter_images()) == [0, 1, 2, 3]
     prompts = json.loads(archive.read_member("prompts.json"))
     assert prompts["classnames"] == ["circle", "square", "triangle", "cross"] and len(prompts["templates"]) == 7
@@ -107,11 +122,16 @@ def test_build_archive_contents_and_stage_skipping(tmp_path, teachers_dir):
     build(cfg, again)
     assert again.stage_names[1:] == ["write archive"]
     assert "fit: done earlier, reusing the fitted projector" in again.messages
+    work = tmp_path / "work"
+    assert [msg for msg in again.messages if msg.startswith("resuming")] == [
+        f"resuming the build in {work}: scan, fit, select, update done earlier"]  # said once
     assert path.read_bytes() == original
 
     changed = RecordingReporter()
     build(config(tmp_path, teachers_dir, update_lr=0.05), changed)
     assert changed.stage_names[1:] == ["update images", "write archive"]
+    assert [msg for msg in changed.messages if msg.startswith("resuming")] == [
+        f"resuming the build in {work}: scan, fit, select done earlier"]
     assert path.read_bytes() != original
 
 

@@ -93,6 +93,39 @@ def test_custom_base_is_an_external_dependency_counted_both_ways(tmp_path: Path)
     assert [e["bytes"] for e in s["external"]] == [10_000]
     table = runner.invoke(app, ["inspect", str(path)]).stdout
     assert "external dependency" in table and "ratio with the base counted" in table
+    assert "2.62x smaller" in table  # 27,000 B / (295 + 10,000) B: two decimals below 10x, not "2.6x" or "3x"
+
+
+def test_a_payload_larger_than_the_labels_it_replaces_says_so(tmp_path: Path):
+    from test_archive_kit import base_doc, write
+
+    from hellopack.summary import ratio_text, summary_line
+
+    doc = base_doc()
+    doc["manifest"]["recipe"]["epochs"] = 1  # 2 images x 2 classes for 1 epoch: 8 B of logits + 82 B of records
+    path = write(doc, tmp_path / "one-epoch.hellopack")
+    assert summary_line(path) == (f"wrote {path}: 2 images (2 classes, IPC 1), label payload 295 B replaces 90 B of "
+                                  "stored soft labels (3.28x larger: at this size stored soft labels take less)")
+    table = runner.invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"}).stdout
+    assert "3.28x larger: at this size stored soft labels take less" in table and "smaller" not in table
+    assert "stored soft labels (1 epoch x 2 images x 2 classes x 2 B)" in table
+    assert "1 epoch, adamw lr" in table
+    assert [ratio_text(r) for r in (1 / 1.07, 1.07, 91.5, 12_345.6)] == [
+        "1.07x larger: at this size stored soft labels take less", "1.07x smaller", "92x smaller", "12,346x smaller"]
+
+
+def test_archive_that_is_a_folder(tmp_path: Path):
+    r = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert r.exit_code == 2
+    assert r.stderr == f"hellopack: error: archive '{tmp_path}' is a folder; pass the .hellopack file itself\n"
+
+
+def test_grid_that_is_a_folder(tmp_path: Path):
+    r = runner.invoke(app, ["inspect", str(GOOD), "--grid", str(tmp_path)])
+    assert r.exit_code == 2
+    assert r.stderr == (f"hellopack: error: --grid '{tmp_path}' is a folder; name the .png file, "
+                        f"e.g. {tmp_path / 'sheet.png'}\n")
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []
 
 
 def test_inspect_says_which_training_protocol_the_archive_carries():

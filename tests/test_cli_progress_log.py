@@ -32,6 +32,6 @@ def test_a_redirected_build_writes_its_progress_while_it_runs(tmp_path: Path) ->
     lines = text.splitlines()
     assert all(re.match(r"\[\d\d:\d\d:\d\d\] ", ln) for ln in lines), lines  # no bars, no escape codes
     assert any(ln.endswith("data: synthetic shapes: 4 classes, 48 train images of 32 px, seed 0; 48 training "
-                           "images, held-out: test") or "data: " in ln for ln in lines)
+                           "images, held-out: 16 test images") or "data: " in ln for ln in lines)
     assert any(re.search(r"fit projector: done, \d+ step in [\d.]+ s", ln) for ln in lines), lines
     assert "\x1b[" not in text

@@ -109,7 +109,8 @@ def test_missing_shard_and_split(shards):
     (shards / "test-000000.tar").unlink()
     with pytest.raises(HellopackError) as e:
         open_source("wds", shards, split="val")
-    assert str(e.value) == f"no 'val' shards in '{shards}' (found: train-*); choose another split"
+    assert str(e.value) == (f"no 'val' shards in '{shards}' (found: train-*); "
+                            "add val-*.tar shards or point --data-dir at a folder that holds them")
 
 
 def test_bad_samples_are_counted(tmp_path):

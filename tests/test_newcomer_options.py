@@ -74,3 +74,12 @@ def test_bad_option_values(flag: str, value: int, message: str) -> None:
     with pytest.raises(HellopackError) as e:
         TrainConfig(archive="a", arch="convnet", **{flag: value}).resolve(manifest)
     assert str(e.value) == message
+
+
+def test_teach_max_images_trains_on_the_first_images(tmp_path: Path) -> None:
+    from hellopack.build.teach import TeachConfig, teach
+
+    rec = RecordingReporter()
+    teach(TeachConfig(recipe="synthetic", out=str(tmp_path / "traj"), arch="convnet", epochs=1, keep_every=1,
+                      batch_size=8, synthetic=SYN, max_images=16, device="cpu"), rec)
+    assert rec.stages == [("teach convnet", 2, "step")]  # 16 of the 48 images at batch 8

@@ -34,7 +34,7 @@ def test_writes_the_base_and_its_fingerprint(tmp_path: Path) -> None:
     fp = (tmp_path / "base.safetensors.sha256").read_text().strip()
     assert fp == load_base("hellopack-tiny-vit", weights=out).fingerprint
     lines = res.stdout.splitlines()
-    assert lines[0].startswith(f"wrote {out} (") and "1 epochs of simclr-nt-xent on 32 images" in lines[0]
+    assert lines[0].startswith(f"wrote {out} (") and "1 epoch of simclr-nt-xent on 32 images" in lines[0]
     assert lines[1] == f"fingerprint {fp} (also in {out}.sha256)"
     assert lines[2].startswith("linear probe top-1 ") and "(40 train / 20 test images)" in lines[2]
     assert lines[3] == f"use it with: hellopack build DATASET --base hellopack-tiny-vit --clip-weights {out} ..."

@@ -113,6 +113,21 @@ def test_local_path_must_exist(tmp_path: Path) -> None:
         resolve_archive(str(tmp_path / "nope.hellopack"))
 
 
+def test_local_path_that_is_a_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hellopack_cli.app import app
+
+    with pytest.raises(HellopackError) as e:
+        resolve_archive(str(tmp_path))
+    assert str(e.value) == f"archive '{tmp_path}' is a folder; pass the .hellopack file itself"
+    res = CliRunner().invoke(app, ["train", str(tmp_path), "--arch", "convnet", "--out", str(tmp_path / "run"),
+                                   "--device", "cpu", "-q"])
+    assert res.exit_code == 2
+    assert res.stderr == f"hellopack: error: archive '{tmp_path}' is a folder; pass the .hellopack file itself\n"
+    assert list(tmp_path.iterdir()) == []  # no run folder inside it
+
+
 def test_training_from_a_url(server, small_archive, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
     from hellopack.train import TrainConfig, train
 

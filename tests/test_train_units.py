@@ -15,7 +15,7 @@ from hellopack.errors import HellopackError
 from hellopack.train import TrainConfig
 from hellopack.train import checkpoint as ckpt
 from hellopack.train.augment import AugmentConfig, Augmenter, shuffle_patches, step_generator
-from hellopack.train.evaluate import match_classes, parse_val_spec
+from hellopack.train.evaluate import match_classes, open_val_source, parse_val_spec
 from hellopack.train.losses import student_loss
 
 MANIFEST = {
@@ -174,6 +174,25 @@ def test_val_spec_parsing(tmp_path: Path) -> None:
     assert parse_val_spec("/x", "imagefolder", recipes) == ("imagefolder", "/x")
     with pytest.raises(HellopackError, match=r"^--val '/nope/val' is neither an existing path nor a dataset recipe"):
         parse_val_spec("/nope/val", None, recipes)
+
+
+def test_val_data_errors_name_the_val_flag(tmp_path: Path) -> None:
+    """The data layer's fixes name --data-dir (build, teach); the same errors under train say --val."""
+    (tmp_path / "folder" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "train-000000.tar").write_bytes(b"")
+    cases = [
+        (str(tmp_path / "folder"), "folder", f"no 'val' folder under '{tmp_path / 'folder'}' (found: train); "
+                                             f"add a 'val' folder or point --val at the class folders"),
+        (str(tmp_path / "shards"), "wds", f"no 'val' shards in '{tmp_path / 'shards'}' (found: train-*); "
+                                          f"add val-*.tar shards or point --val at a folder that holds them"),
+        (f"cifar10:{tmp_path / 'nope'}", None, f"data dir '{tmp_path / 'nope'}' does not exist; check --val"),
+        ("imagenet", None, "recipe 'imagenet' needs a data location; pass --val imagenet:PATH"),
+    ]
+    for spec, recipe, message in cases:
+        with pytest.raises(HellopackError) as e:
+            open_val_source(spec, None, {"dataset": {"recipe": recipe}})
+        assert str(e.value) == message
 
 
 def test_images_per_step_count_the_short_last_batch() -> None:

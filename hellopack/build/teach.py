@@ -45,6 +45,7 @@ class TeachConfig:
     synthetic: Any = None
     max_bad_fraction: float = 0.01
     val_fraction: float = 0.02
+    max_images: int | None = None  # train on the first N training images only (quick runs)
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -53,7 +54,8 @@ class TeachConfig:
         for name, ok in (("epochs", self.epochs >= 1), ("keep_every", self.keep_every >= 1),
                          ("batch_size", self.batch_size >= 1), ("lr", self.lr is None or self.lr > 0),
                          ("weight_decay", self.weight_decay >= 0), ("workers", self.workers >= 0),
-                         ("val_fraction", 0 < self.val_fraction < 1)):
+                         ("val_fraction", 0 < self.val_fraction < 1),
+                         ("max_images", self.max_images is None or self.max_images >= 1)):
             if not ok:
                 raise HellopackError(f"--{name.replace('_', '-')} has an invalid value "
                                      f"{getattr(self, name)!r}; see `hellopack teach --help`")
@@ -82,7 +84,7 @@ def teach(cfg: TeachConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     out = Path(cfg.out)
     splits = open_splits(cfg.recipe, cfg.data_dir, classes_file=cfg.classes_file, download=cfg.download,
                          max_bad_fraction=cfg.max_bad_fraction, synthetic=cfg.synthetic,
-                         val_fraction=cfg.val_fraction)
+                         val_fraction=cfg.val_fraction, max_images=cfg.max_images)
     src = splits.train
     size = cfg.image_size or src.image_size
     arch = resolve_arch(cfg.arch, size)

@@ -126,7 +126,8 @@ def open_cifar(recipe: str, path: str | os.PathLike | None = None, *, split: str
     names = read_classes_file(classes_file) if classes_file is not None else None
     root = Path(path) if path is not None else DEFAULT_ROOT
     if path is not None and not root.exists() and not download:
-        raise DataPathError(f"data dir '{root}' does not exist", "check {flag}", download=f"pass --download to fetch {title}")
+        raise DataPathError(f"data dir '{root}' does not exist", "check {flag}",
+                            download=f"pass --download to fetch {title}")
     if has_shards(root):
         urls = shards_in_dir(root, split)
         if names is None and (root / CLASSES_TXT).is_file():

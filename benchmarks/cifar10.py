@@ -283,6 +283,20 @@ class Cache:
         return done
 
 
+def relative_paths(obj: Any) -> Any:
+    """Results name paths relative to the repository (``../shared/...``, ``benchmarks/.cache/...``), never
+    this machine's absolute layout."""
+    if isinstance(obj, dict):
+        return {k: relative_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relative_paths(v) for v in obj]
+    if isinstance(obj, str):
+        for root, name in ((str(REPO), "."), (str(REPO.parent), "..")):
+            if obj.startswith(root + os.sep):
+                return name + obj[len(root):]
+    return obj
+
+
 def find_data(data: Path) -> str | None:
     """Why the shards cannot be used, or None when they can."""
     if not data.is_dir():
@@ -891,6 +905,7 @@ def main(argv: list[str] | None = None) -> int:
     res["runs"] = cache.runs(this if cache.ran else None)
     res["notes"] = NOTES
     args.results.mkdir(parents=True, exist_ok=True)
+    res = relative_paths(res)
     text = markdown(res)
     (args.results / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     (args.results / f"{stem}.md").write_text(text)

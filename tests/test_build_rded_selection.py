@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from hellopack.build import BuildConfig, build
-from hellopack.build.pipeline import drawn
-from hellopack.build.select import CropSpec, first_per_class, make_crops, score_crops, scoring_view
+from hellopack.build.select import CropSpec, drawn, first_per_class, make_crops, score_crops, scoring_view
 from hellopack.build.teach import TeachConfig, teach
 from hellopack.build.teachers import load_ensemble, resolve_specs
 from hellopack.build.update import downsample

@@ -14,7 +14,7 @@ from hellopack.data import SyntheticConfig, open_source
 from hellopack.data.subset import first_n
 from hellopack.progress import RecordingReporter
 from hellopack.train import TrainConfig, train
-from hellopack.train.loop import default_run_name, input_size_note
+from hellopack.train.runs import default_run_name, input_size_note
 
 from helpers_build import SYN, TINY_BUILD, tiny_teacher
 from test_train_kit import demo_val, small_archive  # noqa: F401

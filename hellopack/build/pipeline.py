@@ -30,7 +30,7 @@ from hellopack import dist
 from hellopack.build.checks import fidelity_warnings
 from hellopack.build.config import BuildConfig
 from hellopack.build.output import build_record, dataset_record, encode_png, image_key, manifest, prompts_json, write_archive
-from hellopack.build.select import (Candidates, Chosen, CropSpec, check_class_size, extract_crops, first_per_class, merge_candidates,
+from hellopack.build.select import (Candidates, Chosen, CropSpec, check_class_size, drawn, extract_crops, first_per_class, merge_candidates,
                                     patch_layout, score_stream, stitch)
 from hellopack.build.splits import Splits, open_splits
 from hellopack.build.stages import WorkDir, stage_key
@@ -481,32 +481,6 @@ class DistilledImages:
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.image(int(i)) for i in idx])
-
-
-def drawn(src: Any, seed: int, rank: int = 0, world: int = 1) -> Iterator[tuple[int, int, str, Any]]:
-    """(draw position, label, key, image) for this process's share of the seeded random draw.
-
-    RDED shuffles each class's file list and takes the first N; here the whole source is
-    visited in one seeded random order (random-access sources) and ``first_per_class`` takes
-    each class's first N in that order: the same uniform draw, without a list per class. A
-    streaming source is read in a seeded shard order. Position j of the draw goes to process
-    ``j % world``; bad images are skipped.
-    """
-    if src.random_access:
-        total = int(src.num_samples)
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0x64726177]).generate_state(1)[0]))
-        order = torch.randperm(total, generator=gen)
-        for j in range(rank, total, world):
-            sample = src.load_entry(src.entry_at(int(order[j])))
-            if sample is not None:
-                yield j, sample.label, sample.key, sample.image
-        return
-    for j, entry in src.iter_entries(int(np.random.SeedSequence([seed, 0x64726177]).generate_state(1)[0])):
-        if j % world != rank:
-            continue
-        sample = src.load_entry(entry)
-        if sample is not None:
-            yield j, sample.label, sample.key, sample.image
 
 
 def _file_identity(spec: str) -> list[Any]:

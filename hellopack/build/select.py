@@ -34,6 +34,7 @@ from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
+from hellopack.data.types import ImageSource
 from hellopack.errors import HellopackError
 
 Observer = Callable[[torch.Tensor], torch.Tensor]  # float [B,3,S,S] in [0,1] -> logits [B,C]
@@ -178,6 +179,32 @@ def score_stream(observer: Observer, items: Iterable[Item], spec: CropSpec, batc
     return Candidates(np.asarray([r[0] for r in rows], dtype=np.int64), np.asarray([r[1] for r in rows], dtype=object),
                       np.asarray([r[2] for r in rows], dtype=np.int64), np.asarray([r[3] for r in rows], dtype=np.int64),
                       np.asarray([r[4] for r in rows], dtype=np.float64))
+
+
+def drawn(src: ImageSource, seed: int, rank: int = 0, world: int = 1) -> Iterator[Item]:
+    """(draw position, label, key, image) for this process's share of the seeded random draw.
+
+    RDED shuffles each class's file list and takes the first N; here the whole source is
+    visited in one seeded random order (random-access sources) and ``first_per_class`` takes
+    each class's first N in that order: the same uniform draw, without a list per class. A
+    streaming source is read in a seeded shard order. Position j of the draw goes to process
+    ``j % world``; bad images are skipped.
+    """
+    if src.random_access:
+        total = int(src.num_samples)
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0x64726177]).generate_state(1)[0]))
+        order = torch.randperm(total, generator=gen)
+        for j in range(rank, total, world):
+            sample = src.load_entry(src.entry_at(int(order[j])))
+            if sample is not None:
+                yield j, sample.label, sample.key, sample.image
+        return
+    for j, entry in src.iter_entries(int(np.random.SeedSequence([seed, 0x64726177]).generate_state(1)[0])):
+        if j % world != rank:
+            continue
+        sample = src.load_entry(entry)
+        if sample is not None:
+            yield j, sample.label, sample.key, sample.image
 
 
 def check_class_size(name: str, index: int, count: int, k: int, allow_short: bool) -> None:

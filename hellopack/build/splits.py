@@ -12,24 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from hellopack.data import ImageSource, Sample, open_source
-from hellopack.data.subset import first_n
+from hellopack.data import ImageSource, open_source
+from hellopack.data.subset import DerivedSource, first_n
 from hellopack.errors import HellopackError
 
 
-class HoldoutRest(ImageSource):
+class HoldoutRest(DerivedSource):
     """Every entry of ``parent`` except positions 0, k, 2k, ... (those form ``parent.shard(0, k)``)."""
 
     def __init__(self, parent: ImageSource, k: int) -> None:
         if k < 2:
             raise ValueError("holdout stride must be at least 2")
-        super().__init__(name=parent.name, description=f"{parent.description} (without every {k}th image)",
-                         classes=parent.classes, image_size=parent.image_size, mean=parent.mean, std=parent.std,
-                         where=parent.where, max_bad_fraction=parent.max_bad_fraction)
-        self.recipe = parent.recipe
-        self.crop_pct = parent.crop_pct
-        self.random_access = parent.random_access
-        self._parent = parent
+        super().__init__(parent, f"{parent.description} (without every {k}th image)")
         self._k = k
 
     def _total(self) -> int | None:
@@ -45,12 +39,6 @@ class HoldoutRest(ImageSource):
     def _entry_at(self, index: int) -> Any:
         # The j-th kept entry sits after j // (k - 1) + 1 held-out ones.
         return self._parent.entry_at(index + index // (self._k - 1) + 1)
-
-    def _load(self, entry: Any) -> Sample:
-        return self._parent._load(entry)
-
-    def _describe(self, entry: Any) -> str:
-        return self._parent._describe(entry)
 
 
 @dataclass(frozen=True)

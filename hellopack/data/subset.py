@@ -7,19 +7,33 @@ from typing import Any, Iterator
 from hellopack.data.types import ImageSource, Sample
 
 
-class FirstN(ImageSource):
+class DerivedSource(ImageSource):
+    """A source made of some of ``parent``'s entries: same classes, statistics and decoding."""
+
+    def __init__(self, parent: ImageSource, description: str) -> None:
+        super().__init__(name=parent.name, description=description, classes=parent.classes,
+                         image_size=parent.image_size, mean=parent.mean, std=parent.std, where=parent.where,
+                         max_bad_fraction=parent.max_bad_fraction)
+        self.recipe = parent.recipe
+        self.crop_pct = parent.crop_pct
+        self.random_access = parent.random_access
+        self._parent = parent
+
+    def _load(self, entry: Any) -> Sample:
+        return self._parent._load(entry)
+
+    def _describe(self, entry: Any) -> str:
+        return self._parent._describe(entry)
+
+
+class FirstN(DerivedSource):
     """Entries 0..n-1 of ``parent`` (its unshuffled order, so the subset never moves between epochs)."""
 
     def __init__(self, parent: ImageSource, n: int) -> None:
         if n < 1:
             raise ValueError("a subset needs at least one image")
-        super().__init__(name=parent.name, description=f"{parent.description} (first {n:,} images)",
-                         classes=parent.classes, image_size=parent.image_size, mean=parent.mean, std=parent.std,
-                         where=parent.where, max_bad_fraction=parent.max_bad_fraction)
-        self.recipe = parent.recipe
-        self.crop_pct = parent.crop_pct
-        self.random_access = parent.random_access
-        self._parent, self._n = parent, n
+        super().__init__(parent, f"{parent.description} (first {n:,} images)")
+        self._n = n
 
     def _total(self) -> int | None:
         total = self._parent.num_samples
@@ -33,12 +47,6 @@ class FirstN(ImageSource):
 
     def _entry_at(self, index: int) -> Any:
         return self._parent.entry_at(index)
-
-    def _load(self, entry: Any) -> Sample:
-        return self._parent._load(entry)
-
-    def _describe(self, entry: Any) -> str:
-        return self._parent._describe(entry)
 
 
 def first_n(src: ImageSource, n: int | None) -> ImageSource:

@@ -39,6 +39,7 @@ from hellopack.train.fetch import resolve_archive
 from hellopack.train.labelers import Labeler, build_labeler
 from hellopack.train import protocol as proto
 from hellopack.train.losses import student_loss
+from hellopack.train.runs import default_run_name, input_size_note
 
 
 def train(cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
@@ -167,23 +168,6 @@ def check_arch(arch: str, num_classes: int, recipe: Recipe) -> None:
 
     with torch.device("meta"):
         build_student(arch, num_classes, recipe.image_size, recipe.mean, recipe.std)
-
-
-def default_run_name(stem: str, arch: str, labels: str) -> str:
-    """``ARCHIVE-ARCH`` for projector labels, ``ARCHIVE-ARCH-LABELS`` otherwise: runs that differ only in
-    --labels never share a folder."""
-    return f"{stem}-{arch}" if labels == "projector" else f"{stem}-{arch}-{labels}"
-
-
-SMALL_INPUT_PX = 112  # torchvision's ImageNet classifiers are designed for 224 px
-
-
-def input_size_note(arch: str, size: int) -> str | None:
-    """A note for an ImageNet architecture trained far below its usual input size (e.g. swin_v2_t at 32 px)."""
-    if size >= SMALL_INPUT_PX or arch.startswith("convnet") or arch.endswith("_cifar"):
-        return None
-    return (f"{arch} is designed for 224 px inputs and the archive's images are {size} px: expect low accuracy "
-            "(its stem downsamples them to a few pixels); for small images try convnet or resnet18_cifar")
 
 
 def _check_batch_size(n_images: int, batch_size: int, drop_last: bool, world: int) -> None:

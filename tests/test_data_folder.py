@@ -81,7 +81,7 @@ def test_bad_fraction_at_end_of_pass(tmp_path):
     with pytest.raises(HellopackError) as e:
         list(src)
     assert str(e.value) == (
-        f"2 of 5 images in '{tmp_path}' are unreadable (40.0%, allowed 1.0%), e.g. "
+        f"2 of the 5 images read from '{tmp_path}' are unreadable (40.0%, allowed 1.0%), e.g. "
         f"'{tmp_path / 'a' / 'x.png'}' (empty file); remove or fix them, or raise --max-bad-fraction")
 
 
@@ -90,7 +90,7 @@ def test_bad_fraction_checked_after_100_samples_without_reading_on(tmp_path):
     for i in range(150):
         (tmp_path / "a" / f"{i:03d}.png").write_bytes(b"")
     src = open_source("folder", tmp_path, max_bad_fraction=0.9)
-    with pytest.raises(HellopackError, match=r"^100 of 100 images"):
+    with pytest.raises(HellopackError, match=r"^100 of the 100 images"):
         list(src)
 
 

@@ -143,7 +143,7 @@ def test_bad_images_in_loader_are_counted_or_fatal(tmp_path):
         strict = make_loader(open_source("folder", tmp_path), 8, 4, train=False, seed=0, num_workers=workers)
         with pytest.raises(HellopackError) as e:
             list(strict)
-        assert str(e.value).startswith("1 of 7 images in ") and "\n" not in str(e.value)
+        assert str(e.value).startswith("1 of the 7 images read from ") and "\n" not in str(e.value)
 
 
 def test_bad_loader_arguments():

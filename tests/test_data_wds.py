@@ -134,7 +134,7 @@ def test_bad_samples_are_counted(tmp_path):
         (f"{a}:text", "no image member (cls, txt)"),
     ]
     strict = open_source("wds", tmp_path / "a.tar", classes_file=names)
-    with pytest.raises(HellopackError, match=r"^4 of 10 images in .* are unreadable \(40\.0%, allowed 1\.0%\)"):
+    with pytest.raises(HellopackError, match=r"^4 of the 10 images read from .* are unreadable \(40\.0%, allowed 1\.0%\)"):
         list(strict)
 
 

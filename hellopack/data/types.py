@@ -80,7 +80,8 @@ class SkipReport:
     def error(self, max_bad_fraction: float, where: str) -> HellopackError:
         path, reason = self.examples[0] if self.examples else ("?", "?")
         return HellopackError(
-            f"{self.bad} of {self.seen} images in '{where}' are unreadable ({self.fraction:.1%}, "
+            # "read": a pass may cover part of the folder (the fit leaves the held-out images out)
+            f"{self.bad} of the {self.seen} images read from '{where}' are unreadable ({self.fraction:.1%}, "
             f"allowed {max_bad_fraction:.1%}), e.g. '{path}' ({reason}); "
             f"remove or fix them, or raise --max-bad-fraction")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from hellopack.archive import ArchiveError, ArchiveWriter, canonical_json, encode_lora, open_archive
+from hellopack.archive import FORMAT_MINOR, ArchiveError, ArchiveWriter, canonical_json, encode_lora, open_archive
 
 HERE = Path(__file__).resolve().parent
 INPUTS = HERE / "inputs"
@@ -64,10 +64,11 @@ def assemble(manifest: dict, stored: dict[str, bytes], *, major: int = 1, manife
         m["offset"], m["stored_size"] = offset, len(stored[m["name"]])
         m["stored_sha256"] = hashlib.sha256(stored[m["name"]]).hexdigest()
         offset += m["stored_size"]
-    manifest["format_version"] = [major, 0]
+    minor = FORMAT_MINOR if major == 1 else 0
+    manifest["format_version"] = [major, minor]
     raw = canonical_json(manifest)
     length = len(raw) if manifest_length is None else manifest_length
-    header = struct.pack("<8sHHIQ32s", b"HLLOPACK", major, 0, 0, length, hashlib.sha256(raw).digest())
+    header = struct.pack("<8sHHIQ32s", b"HLLOPACK", major, minor, 0, length, hashlib.sha256(raw).digest())
     return header + raw + b"".join(stored[m["name"]] for m in manifest["members"])
 
 
@@ -102,6 +103,9 @@ def malformed(valid: bytes) -> dict[str, bytes]:
     m7, s7 = split(valid)
     m7["members"] = [x for x in m7["members"] if x["name"] != "images.tar"]
     out["missing-member"] = assemble(m7, s7)
+    m8, s8 = split(valid)
+    m8["recipe"]["crop_scale"] = [0.9, 0.2]  # a 1.1 recipe key with an impossible value
+    out["bad-recipe-key"] = assemble(m8, s8)
     return out
 
 
@@ -120,6 +124,7 @@ EXPECTED = {
                           "declared 100 (decompression bomb)",
     "checksum-mismatch": "prompts.json: sha256 mismatch (archive damaged)",
     "missing-member": "images.tar: required member is missing from the manifest",
+    "bad-recipe-key": "manifest: key 'recipe.crop_scale' must be a list of 2 numbers 0 < min <= max <= 1",
 }
 
 

@@ -1,7 +1,8 @@
 """What `hellopack train` was asked to do, and the effective recipe after the manifest fills the gaps.
 
-Recipe fields left as ``None`` come from the archive's ``manifest["recipe"]``
-(what the builder recommends), falling back to RDED's evaluation proto.
+Recipe fields left as ``None`` come from the archive's ``manifest["recipe"]`` (what the
+builder recommends: RDED's evaluation protocol, hellopack.train.protocol); keys an older
+archive lacks keep the meaning they had when it was written.
 """
 
 from __future__ import annotations

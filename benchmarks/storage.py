@@ -34,6 +34,14 @@ from hellopack.models.base import load_base
 from hellopack.models.projector import TEMPLATES, Projector
 
 HERE = Path(__file__).resolve().parent
+
+
+def _relative(path: Path) -> str:
+    """Results name the archive relative to the repository, never this machine's layout."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return path.name
 SHAPES = (("imagenet-1k", 1000, 128), ("imagenet-100", 100, 64))
 IPCS = (1, 10, 50, 200)
 EPOCHS = 300
@@ -89,7 +97,7 @@ def write_shape(out_dir: Path, name: str, classes: int, rank_head: int, base) ->
         write_archive(path, m, lora, dtype, prompts_json(classnames, templates), images)
         st = label_storage(open_archive(path).manifest)
         members = {mi.name: mi.stored_size for mi in open_archive(path).members}
-        rows.append({"dataset": name, "classes": classes, "dtype": dtype, "archive": str(path),
+        rows.append({"dataset": name, "classes": classes, "dtype": dtype, "archive": _relative(path),
                      "lora_parameters": proj.num_lora_parameters(),
                      "encoder_parameters": sum(int(np.prod(v.shape)) for k, v in lora.items() if not k.startswith("head.")),
                      "head_parameters": sum(int(np.prod(v.shape)) for k, v in lora.items() if k.startswith("head.")),

@@ -18,7 +18,7 @@ from torch import nn
 from hellopack.data.loader import eval_transform
 from hellopack.train import TrainConfig
 from hellopack.train import protocol as proto
-from hellopack.train.augment import AugmentConfig, Augmenter, step_generator
+from hellopack.train.augment import AugmentConfig, Augmenter, shuffle_strips, step_generator
 from test_train_kit import cached_archive, demo_val  # noqa: F401
 
 # a recipe as `build` writes it now (BuildConfig.train_recipe), for a 96-px, factor-2, 10-class IPC-10 archive
@@ -110,7 +110,7 @@ def test_patch_shuffle_permutes_column_strips_then_row_strips() -> None:
     x = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]], dtype=torch.uint8).view(1, 1, 4, 4)
     seen = set()
     for step in range(64):
-        y = proto.shuffle_strips(x, 2, step_generator(1, step))
+        y = shuffle_strips(x, 2, step_generator(1, step))
         seen.add(tuple(y[0, 0, ::2, ::2].flatten().tolist()))
     assert seen == {(0, 1, 2, 3), (1, 0, 3, 2), (2, 3, 0, 1), (3, 2, 1, 0)}
 
@@ -215,8 +215,8 @@ def test_a_train_run_uses_the_recipes_val_resize_lr_schedule_and_decay(tmp_path_
     decayed, not_decayed = spy_opt.opt.groups_seen
     assert decayed[1] == 0.01 and not_decayed[1] == 0.0 and not_decayed[0] > 0  # BN and biases: no decay
     assert res["recipe"]["lr_source"] == "RDED's AdamW lr for resnet18_cifar"
-    assert resizes and set(resizes) == {18}
-    assert shuffles and set(shuffles) == {"shuffle_strips"}  # RDED's ShufflePatches, not any permutation  # the val loader resizes to the recipe's val_resize
+    assert resizes and set(resizes) == {18}  # the val loader resizes to the recipe's val_resize
+    assert shuffles and set(shuffles) == {"shuffle_strips"}  # RDED's ShufflePatches, not any permutation
 
 
 def test_every_protocol_setting_has_a_train_flag_that_wins() -> None:

@@ -22,8 +22,6 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from hellopack.train.protocol import shuffle_strips
-
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -44,17 +42,23 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+def _grid(x: torch.Tensor, factor: int) -> tuple[int, int] | None:
+    """Patch height and width of a factor x factor grid, or None when there is nothing to shuffle."""
+    if factor <= 1:
+        return None
+    ph, pw = x.shape[-2] // factor, x.shape[-1] // factor
+    return None if ph == 0 or pw == 0 else (ph, pw)
+
+
 def shuffle_patches(x: torch.Tensor, factor: int, gen: torch.Generator) -> torch.Tensor:
     """Permute each image's factor x factor patches independently (hellopack 0.1's patch shuffle).
 
     Images whose side is not a multiple of ``factor`` keep their last rows/columns in place.
     """
-    if factor <= 1:
+    grid = _grid(x, factor)
+    if grid is None:
         return x
-    b, c, h, w = x.shape
-    ph, pw = h // factor, w // factor
-    if ph == 0 or pw == 0:
-        return x
+    (ph, pw), (b, c) = grid, x.shape[:2]
     n = factor * factor
     core = x[:, :, : ph * factor, : pw * factor]
     patches = core.reshape(b, c, factor, ph, factor, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, n, c, ph, pw)
@@ -63,6 +67,26 @@ def shuffle_patches(x: torch.Tensor, factor: int, gen: torch.Generator) -> torch
     core = patches.reshape(b, factor, factor, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, ph * factor, pw * factor)
     out = x.clone()
     out[:, :, : ph * factor, : pw * factor] = core
+    return out
+
+
+def shuffle_strips(x: torch.Tensor, factor: int, gen: torch.Generator) -> torch.Tensor:
+    """RDED's ``ShufflePatches`` (validation/utils.py), batched: per image, permute the ``factor`` column
+    strips, then the ``factor`` row strips (each image draws its own two permutations).
+
+    Images whose side is not a multiple of ``factor`` keep their last rows/columns in place.
+    """
+    grid = _grid(x, factor)
+    if grid is None:
+        return x
+    (th, tw), c = grid, x.shape[1]
+    hh, ww = th * factor, tw * factor
+    out = x.clone()
+    for i in range(len(x)):
+        cols = torch.randperm(factor, generator=gen)
+        rows = torch.randperm(factor, generator=gen)
+        img = x[i, :, :hh, :ww].reshape(c, hh, factor, tw)[:, :, cols].reshape(c, hh, ww)
+        out[i, :, :hh, :ww] = img.reshape(c, factor, th, ww)[:, rows].reshape(c, hh, ww)
     return out
 
 

@@ -9,7 +9,8 @@ Every rule cites the RDED file it follows (public repository LINs-lab/RDED, comm
   with ``0.5 * (1 + cos(pi * epoch / epochs / 2))`` (ends at half the lr); validation
   ``Resize(size // 7 * 8)`` then ``CenterCrop(size)``; ``KLDivLoss(batchmean)`` at T, no T^2;
 - ``validation/utils.py``: ``get_parameters`` (weight decay only on parameters named
-  ``weight`` with more than one dimension), ``ShufflePatches`` (column strips, then row strips).
+  ``weight`` with more than one dimension); its ``ShufflePatches`` (column strips, then row
+  strips) is ``hellopack.train.augment.shuffle_strips``, beside the other batch augmentations.
 
 ``LEGACY`` names what archives written before hellopack 0.2 carried (no ``protocol`` key in
 their recipe): those keep training as they did (per-step cosine to 0, decay on every
@@ -122,24 +123,3 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, steps_per_ep
 
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(schedule, step, steps_per_epoch, epochs))
-
-
-def shuffle_strips(x: torch.Tensor, factor: int, gen: torch.Generator) -> torch.Tensor:
-    """validation/utils.py ``ShufflePatches``, batched: per image, permute the ``factor`` column strips,
-    then the ``factor`` row strips (each image draws its own two permutations)."""
-    import torch
-
-    if factor <= 1:
-        return x
-    b, c, h, w = x.shape
-    th, tw = h // factor, w // factor
-    if th == 0 or tw == 0:
-        return x
-    hh, ww = th * factor, tw * factor
-    out = x.clone()  # a side that factor does not divide keeps its last rows/columns in place
-    for i in range(b):
-        cols = torch.randperm(factor, generator=gen)
-        rows = torch.randperm(factor, generator=gen)
-        img = x[i, :, :hh, :ww].reshape(c, hh, factor, tw)[:, :, cols].reshape(c, hh, ww)
-        out[i, :, :hh, :ww] = img.reshape(c, factor, th, ww)[:, rows].reshape(c, hh, ww)
-    return out

@@ -36,7 +36,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from hellopack.build import BuildConfig, build
+    from hellopack.distill import BuildConfig, build
     from hellopack.data.synthetic import SyntheticConfig
     from hellopack.models.base import load_base  # noqa: F401  (import cost counted in the baseline)
 

@@ -6,7 +6,7 @@
 
 Data: the real CIFAR-10 WebDataset shards in ../shared/data/cifar10 relative to the repo (or
 --data DIR); when they are absent the benchmark says so and exits 0. Every stage calls the
-library (hellopack.build.teach, hellopack.pretrain, hellopack.build.build, hellopack.train)
+library (hellopack.distill.teach, hellopack.pretrain, hellopack.distill.build, hellopack.train)
 and caches its result under benchmarks/.cache/cifar10/, keyed by its settings, so a rerun skips
 finished work and a killed run continues (a killed `teach` stage restarts).
 
@@ -180,7 +180,7 @@ def estimate(plan: Plan, base: str, pretrain: bool) -> dict[str, float]:
 
 def kept_epochs(plan: Plan) -> list[int]:
     """The checkpoints `teach` keeps (TeachConfig.kept_epochs)."""
-    from hellopack.build.teach import TeachConfig
+    from hellopack.distill.teach import TeachConfig
 
     return TeachConfig(recipe="cifar10", out="-", epochs=plan.teach_epochs, keep_every=plan.keep_every).kept_epochs()
 
@@ -354,7 +354,7 @@ class Ctx:
 
 
 def stage_teacher(ctx: Ctx) -> dict:
-    from hellopack.build.teach import TeachConfig, teach
+    from hellopack.distill.teach import TeachConfig, teach
 
     p = ctx.plan
     settings = {"data": ctx.data_id, "arch": p.teacher_arch, "epochs": p.teach_epochs, "keep": p.keep_every, "seed": 0}
@@ -445,7 +445,7 @@ def archive_facts(path: Path) -> dict:
 def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, base_key: str, ipc: int,
                 rank_encoder: int, rank_head: int, fit_epochs: int, n_real: int, m_crops: int, tag: str,
                 refine_steps: int = 0, observer: str = "teacher") -> dict:
-    from hellopack.build import BuildConfig, build
+    from hellopack.distill import BuildConfig, build
 
     batch = ctx.plan.fit_batch_size
     fit_lr = ctx.simclr_fit_lr if base_kind == "simclr" else ctx.fit_lr
@@ -490,7 +490,7 @@ def _refine_record(cfg) -> dict | None:
 
 def stage_student(ctx: Ctx, arch: str, ipc: int, row: str, epochs: int, seed: int, archive: dict,
                   teacher: dict, weights: str | None) -> dict:
-    from hellopack.build.teach import load_trajectory
+    from hellopack.distill.teach import load_trajectory
     from hellopack.train import TrainConfig, train
 
     settings = {"archive": archive["key"], "arch": arch, "row": row, "epochs": epochs, "seed": seed,
@@ -693,7 +693,7 @@ def markdown(res: dict) -> str:
              "on the 10,000 CIFAR-10 test images, which nothing trains on).", ""]
     t = res["teacher"]
     lines += ["## (a) Weak teachers", "",
-              f"`hellopack.build.teach`: {t['arch']}, {t['epochs']} epochs (SGD, cosine, crop + flip), checkpoints of "
+              f"`hellopack.distill.teach`: {t['arch']}, {t['epochs']} epochs (SGD, cosine, crop + flip), checkpoints of "
               f"epochs {', '.join(str(c['epoch']) for c in t['checkpoints'])} kept; {t['wall_seconds'] / 60:.1f} min.", "",
               "| checkpoint | test top-1 |", "| --- | --- |"]
     lines += [f"| epoch {c['epoch']} | {100 * c['val_top1']:.2f} % |" for c in t["checkpoints"]]
@@ -711,7 +711,7 @@ def markdown(res: dict) -> str:
     lines += ["", f"Linear probe: {pr['method']}, fitted on {pr['train_images']:,} training images, scored on "
               f"{pr['test_images']:,} test images.", ""]
     lines += ["## (b, c) Archives", "",
-              f"`hellopack.build.build` with the teachers above (target: mean of their logits), LoRA rank 8 on every conv "
+              f"`hellopack.distill.build` with the teachers above (target: mean of their logits), LoRA rank 8 on every conv "
               f"and a full-rank head, fit {plan['fit_epochs']} epoch(s) at batch {plan.get('fit_batch_size', 128)} and "
               f"lr {res['fit_lr']}{simclr_lr}, RDED selection "
               f"({plan['n_real']} real images x {plan['m_crops']} crops per class{_observer_text(res)}), factor 1 "

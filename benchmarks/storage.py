@@ -28,7 +28,7 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 from PIL import Image
 
 from hellopack.archive import label_storage, label_storage_from_counts, open_archive
-from hellopack.build.output import image_key, manifest, prompts_json, write_archive
+from hellopack.distill.output import image_key, manifest, prompts_json, write_archive
 from hellopack.data import ClassInfo
 from hellopack.models.base import load_base
 from hellopack.models.projector import TEMPLATES, Projector

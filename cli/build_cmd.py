@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from hellopack.build.config import LORA_DTYPES
-from hellopack.build.config import BuildConfig as _D  # help text shows the dataclass's defaults
+from hellopack.distill.config import LORA_DTYPES
+from hellopack.distill.config import BuildConfig as _D  # help text shows the dataclass's defaults
 
 from .defaults import offline_bases
 
@@ -79,8 +79,8 @@ def build(
 
     Example: hellopack build imagenet --data-dir /data/imagenet --ipc 10 --teachers-dir traj/ --out in1k-ipc10.hellopack
     """
-    from hellopack.build import BuildConfig
-    from hellopack.build import build as run_build
+    from hellopack.distill import BuildConfig
+    from hellopack.distill import build as run_build
     from hellopack.summary import summary_line
 
     overrides = {

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hellopack.build.config import BuildConfig as _B  # what `build` writes into an archive's recipe
+from hellopack.distill.config import BuildConfig as _B  # what `build` writes into an archive's recipe
 from hellopack.train.config import TrainConfig as _T  # help text shows the dataclasses' defaults
 
 from .defaults import source_defaults

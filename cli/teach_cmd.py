@@ -11,8 +11,8 @@ from .defaults import source_defaults
 from .errors import friendly_errors
 from .reporter import make_reporter, print_json
 
-# hellopack.build.teach imports torch: its defaults are read from the source (see cli/defaults.py).
-_T = source_defaults("hellopack.build.teach", "TeachConfig")
+# hellopack.distill.teach imports torch: its defaults are read from the source (see cli/defaults.py).
+_T = source_defaults("hellopack.distill.teach", "TeachConfig")
 
 
 @friendly_errors
@@ -40,8 +40,8 @@ def teach(
 
     Example: hellopack teach cifar10 --data-dir ../shared/data/cifar10 --arch convnet --epochs 20 --keep-every 5 --out traj/
     """
-    from hellopack.build.teach import TeachConfig
-    from hellopack.build.teach import teach as run_teach
+    from hellopack.distill.teach import TeachConfig
+    from hellopack.distill.teach import teach as run_teach
 
     cfg = TeachConfig(
         recipe=dataset, out=str(out), data_dir=data_dir, arch=arch, epochs=epochs, keep_every=keep_every,

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hellopack.archive import ArchiveError
-from hellopack.build.config import BuildConfig as _B  # what `build` writes into an archive's recipe
+from hellopack.distill.config import BuildConfig as _B  # what `build` writes into an archive's recipe
 from hellopack.errors import HellopackError
 from hellopack.train.config import TrainConfig as _T  # help text shows the dataclass's defaults
 

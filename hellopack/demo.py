@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from hellopack.archive import label_storage, open_archive
-from hellopack.build import BuildConfig, build
-from hellopack.build.teach import TeachConfig, teach
+from hellopack.distill import BuildConfig, build
+from hellopack.distill.teach import TeachConfig, teach
 from hellopack.data.synthetic import SyntheticConfig
 from hellopack.progress import NULL, Reporter
 from hellopack.train import TrainConfig, train

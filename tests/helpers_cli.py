@@ -114,8 +114,8 @@ class CliServer:
 def _serve() -> None:
     # Import everything a command needs once; each forked child then starts in milliseconds.
     import torch  # noqa: F401
-    import hellopack.build.fit  # noqa: F401
-    import hellopack.build.pipeline  # noqa: F401
+    import hellopack.distill.fit  # noqa: F401
+    import hellopack.distill.pipeline  # noqa: F401
     import hellopack.data  # noqa: F401
     import hellopack.models.base  # noqa: F401
     import hellopack.models.projector  # noqa: F401
@@ -207,7 +207,7 @@ def _install(kill: dict[str, Any] | None) -> None:
     if not kill:
         return
     if kill["kind"] == "mark":
-        from hellopack.build.stages import WorkDir
+        from hellopack.distill.stages import WorkDir
 
         mark = WorkDir.mark
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hellopack.build.checks import fidelity_warnings
+from hellopack.distill.checks import fidelity_warnings
 
 
 def test_near_chance_agreement_and_a_tiny_held_out_set_are_named_with_their_numbers() -> None:

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from hellopack.build import BuildConfig
-from hellopack.build.output import build_record
-from hellopack.build.stages import WorkDir, stage_key
+from hellopack.distill import BuildConfig
+from hellopack.distill.output import build_record
+from hellopack.distill.stages import WorkDir, stage_key
 from hellopack.errors import HellopackError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hellopack.build import BuildConfig, build
+from hellopack.distill import BuildConfig, build
 from hellopack.errors import HellopackError
 
 
@@ -29,7 +29,7 @@ def test_an_existing_work_folder_is_kept_on_failure(tmp_path: Path):
 
 
 def test_teach_on_a_file_leaves_no_output_folder(tmp_path: Path):
-    from hellopack.build.teach import TeachConfig, teach
+    from hellopack.distill.teach import TeachConfig, teach
 
     data = tmp_path / "data.txt"
     data.write_text("not a folder")

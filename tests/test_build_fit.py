@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from hellopack.build.fit import CHECKPOINT, FitParams, cosine_lr, fidelity, fit_projector, read_checkpoint
-from hellopack.build.teachers import TeacherEnsemble
+from hellopack.distill.fit import CHECKPOINT, FitParams, cosine_lr, fidelity, fit_projector, read_checkpoint
+from hellopack.distill.teachers import TeacherEnsemble
 from hellopack.models.base import load_base
 from hellopack.models.projector import Projector
 from hellopack.progress import Reporter, Stage

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from hellopack.archive import open_archive
-from hellopack.build import BuildConfig, build
-from hellopack.build.teach import TeachConfig, load_trajectory, resolve_arch, teach
+from hellopack.distill import BuildConfig, build
+from hellopack.distill.teach import TeachConfig, load_trajectory, resolve_arch, teach
 from hellopack.data import SyntheticConfig
 from hellopack.errors import HellopackError
 from hellopack.progress import RecordingReporter, Stage
@@ -55,7 +55,7 @@ def test_teach_writes_a_trajectory_that_loads(teachers_dir):
 
 
 def test_holdout_view_is_disjoint_and_complete():
-    from hellopack.build.splits import HoldoutRest
+    from hellopack.distill.splits import HoldoutRest
     from hellopack.data import make_loader, open_source
 
     full = open_source("synthetic", synthetic=SyntheticConfig(num_classes=3, per_class=7, test_per_class=2))
@@ -69,8 +69,8 @@ def test_holdout_view_is_disjoint_and_complete():
 
 
 def test_the_data_line_says_what_is_held_out(tmp_path):
-    from hellopack.build.pipeline import _held_out
-    from hellopack.build.splits import open_splits
+    from hellopack.distill.pipeline import _held_out
+    from hellopack.distill.splits import open_splits
     from test_train_kit import write_imagefolder
 
     assert _held_out(open_splits("synthetic", None, synthetic=SYN)) == "16 test images"
@@ -174,7 +174,7 @@ def _refine_lin(lr: float, steps: int, lam: float, start_at_teacher: bool):
     import torch
     from torch import nn
 
-    from hellopack.build.refine import RefineParams, refine_projector
+    from hellopack.distill.refine import RefineParams, refine_projector
     from hellopack.progress import NULL
     from hellopack.train.augment import AugmentConfig
 
@@ -319,7 +319,7 @@ def test_bad_input_is_one_clear_error(tmp_path, teachers_dir):
 
 DRIVER = textwrap.dedent("""
     import json, sys
-    from hellopack.build import BuildConfig, build
+    from hellopack.distill import BuildConfig, build
     from hellopack.data import SyntheticConfig
     from hellopack.progress import Reporter
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hellopack.archive import open_archive
-from hellopack.build import BuildConfig, build
+from hellopack.distill import BuildConfig, build
 from hellopack.progress import NULL
 
 from helpers_build import TINY_BUILD, tiny_teacher

@@ -15,11 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hellopack.build import BuildConfig, build
-from hellopack.build.select import CropSpec, drawn, first_per_class, make_crops, score_crops, scoring_view
-from hellopack.build.teach import TeachConfig, teach
-from hellopack.build.teachers import load_ensemble, resolve_specs
-from hellopack.build.update import downsample
+from hellopack.distill import BuildConfig, build
+from hellopack.distill.select import CropSpec, drawn, first_per_class, make_crops, score_crops, scoring_view
+from hellopack.distill.teach import TeachConfig, teach
+from hellopack.distill.teachers import load_ensemble, resolve_specs
+from hellopack.distill.update import downsample
 from hellopack.data import SyntheticConfig, open_source
 from hellopack.progress import NULL
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hellopack.build.select import (Candidates, Chosen, CropSpec, extract_crops, first_per_class, make_crops,
+from hellopack.distill.select import (Candidates, Chosen, CropSpec, extract_crops, first_per_class, make_crops,
                                     merge_candidates, patch_layout, score_stream, stitch)
-from hellopack.build.update import initial_patches, update_patches
+from hellopack.distill.update import initial_patches, update_patches
 from hellopack.errors import HellopackError
 
 CPU = torch.device("cpu")

@@ -29,8 +29,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from hellopack.build.config import BuildConfig
-from hellopack.build.teach import TeachConfig
+from hellopack.distill.config import BuildConfig
+from hellopack.distill.teach import TeachConfig
 from hellopack.continual.config import ContinualConfig
 from hellopack.demo import DemoConfig
 from hellopack.pretrain.config import PretrainConfig
@@ -66,7 +66,7 @@ NO_DEFAULT: dict[tuple[str, ...], set[str]] = {
 
 # The modules read by cli/defaults.py from source, so that `hellopack --help` does not import torch.
 SOURCE_READ = {
-    ("hellopack.build.teach", "TeachConfig"): TeachConfig,
+    ("hellopack.distill.teach", "TeachConfig"): TeachConfig,
     ("hellopack.pretrain.config", "PretrainConfig"): PretrainConfig,
     ("hellopack.continual.config", "ContinualConfig"): ContinualConfig,
     ("hellopack.demo", "DemoConfig"): DemoConfig,

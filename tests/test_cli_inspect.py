@@ -129,7 +129,7 @@ def test_grid_that_is_a_folder(tmp_path: Path):
 
 
 def test_inspect_says_which_training_protocol_the_archive_carries():
-    from hellopack.build import BuildConfig
+    from hellopack.distill import BuildConfig
     from hellopack.summary import describe_protocol
 
     r = runner.invoke(app, ["inspect", str(GOOD), "--json"])

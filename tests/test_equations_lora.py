@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
-from hellopack.build.fit import FitParams, fit_loss, fit_projector
+from hellopack.distill.fit import FitParams, fit_loss, fit_projector
 from hellopack.models.base import load_base
 from hellopack.models.lora import LoRAConv2d, LoRALinear, inject_lora, merge_lora
 from hellopack.models.projector import Projector

@@ -20,8 +20,8 @@ from safetensors.numpy import load as st_load
 from torch.testing import assert_close
 
 from hellopack.archive import decode_lora, open_archive
-from hellopack.build import BuildConfig, build
-from hellopack.build.update import feature_loss, initial_patches, update_patches
+from hellopack.distill import BuildConfig, build
+from hellopack.distill.update import feature_loss, initial_patches, update_patches
 from hellopack.models.base import load_base
 from hellopack.train.labelers import build_labeler
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hellopack.archive import open_archive
-from hellopack.build import BuildConfig, build
+from hellopack.distill import BuildConfig, build
 from hellopack.data import SyntheticConfig, open_source
 from hellopack.data.subset import first_n
 from hellopack.progress import RecordingReporter
@@ -77,7 +77,7 @@ def test_bad_option_values(flag: str, value: int, message: str) -> None:
 
 
 def test_teach_max_images_trains_on_the_first_images(tmp_path: Path) -> None:
-    from hellopack.build.teach import TeachConfig, teach
+    from hellopack.distill.teach import TeachConfig, teach
 
     rec = RecordingReporter()
     teach(TeachConfig(recipe="synthetic", out=str(tmp_path / "traj"), arch="convnet", epochs=1, keep_every=1,

@@ -246,7 +246,7 @@ def f(path, model, box, out, obj):
     cfg = yaml.load(path.read_text(), Loader=yaml.SafeLoader)
     cfg2 = yaml.safe_load(path.read_text())
     model.eval()
-    eval: int = 0  # a dataclass field named eval (hellopack/build/splits.py)
+    eval: int = 0  # a dataclass field named eval (hellopack/distill/splits.py)
     tdist.all_gather_object(out, obj)
     tdist.broadcast_object_list(box, src=0)
     blob = pickle.dumps(obj)

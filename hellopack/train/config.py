@@ -90,7 +90,7 @@ class TrainConfig:
             given = tuple(self.teacher)
         if self.teachers_dir is None:
             return given
-        from hellopack.build.teach import load_trajectory
+        from hellopack.distill.teach import load_trajectory
 
         return given + tuple(load_trajectory(self.teachers_dir))
 

@@ -75,7 +75,7 @@ def resolve_arch(arch: str, image_size: int) -> str:
 
 def teach(cfg: TeachConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     """Train the trajectory into ``cfg.out``; returns the content of ``trajectory.json``."""
-    from hellopack.build.splits import open_splits
+    from hellopack.distill.splits import open_splits
     from hellopack.data import make_loader
     from hellopack.models.students import build_student
     from hellopack.models.teachers import save_state_dict

@@ -39,7 +39,7 @@ def resolve_specs(teachers: Sequence[str], teachers_dir: str | Path | None) -> l
     """``--teacher`` specs followed by the checkpoints of ``--teachers-dir`` (a `hellopack teach` output)."""
     specs = list(teachers)
     if teachers_dir is not None:
-        from hellopack.build.teach import load_trajectory
+        from hellopack.distill.teach import load_trajectory
 
         specs += load_trajectory(teachers_dir)
     if not specs:

@@ -1,7 +1,7 @@
 """`hellopack build`: data scan, teachers, projector fit, RDED selection, image update, archive.
 
 Each stage leaves its result in the work directory with a marker whose key hashes the
-config values it depends on and the previous stage's key (hellopack.build.stages): the
+config values it depends on and the previous stage's key (hellopack.distill.stages): the
 same command skips finished stages, a changed flag redoes that stage and the later ones,
 and the fit (the long stage) continues from its last checkpoint.
 
@@ -27,14 +27,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from hellopack import dist
-from hellopack.build.checks import fidelity_warnings
-from hellopack.build.config import BuildConfig
-from hellopack.build.output import build_record, dataset_record, encode_png, image_key, manifest, prompts_json, write_archive
-from hellopack.build.select import (Candidates, Chosen, CropSpec, check_class_size, drawn, extract_crops, first_per_class, merge_candidates,
+from hellopack.distill.checks import fidelity_warnings
+from hellopack.distill.config import BuildConfig
+from hellopack.distill.output import build_record, dataset_record, encode_png, image_key, manifest, prompts_json, write_archive
+from hellopack.distill.select import (Candidates, Chosen, CropSpec, check_class_size, drawn, extract_crops, first_per_class, merge_candidates,
                                     patch_layout, score_stream, stitch)
-from hellopack.build.splits import Splits, open_splits
-from hellopack.build.stages import WorkDir, stage_key
-from hellopack.build.update import initial_patches, update_patches
+from hellopack.distill.splits import Splits, open_splits
+from hellopack.distill.stages import WorkDir, stage_key
+from hellopack.distill.update import initial_patches, update_patches
 from hellopack.device import autocast, memory_format, resolve_device
 from hellopack.errors import HellopackError
 from hellopack.fsutil import atomic_write_bytes
@@ -173,7 +173,7 @@ class _Build:
         return self._shared(result), key
 
     def teachers(self, scan_key: str) -> tuple[list[str], str]:
-        from hellopack.build.teachers import resolve_specs
+        from hellopack.distill.teachers import resolve_specs
 
         specs = resolve_specs(self.cfg.teachers, self.cfg.teachers_dir)
         ids = self._shared([_file_identity(s) for s in specs] if self.info.is_main else None)
@@ -211,8 +211,8 @@ class _Build:
 
     def fit(self, proj: _Projector, splits: Splits, scan: dict[str, Any], specs: list[str], size: int,
             key: str) -> dict[str, Any] | None:
-        from hellopack.build.fit import FitParams, fidelity, fit_projector, steps_per_epoch
-        from hellopack.build.teachers import load_ensemble
+        from hellopack.distill.fit import FitParams, fidelity, fit_projector, steps_per_epoch
+        from hellopack.distill.teachers import load_ensemble
         from hellopack.data import make_loader
 
         cfg, info = self.cfg, self.info
@@ -256,7 +256,7 @@ class _Build:
 
     def select(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int, k: int,
                fit_key: str) -> tuple[Chosen, str]:
-        from hellopack.build.teachers import load_ensemble
+        from hellopack.distill.teachers import load_ensemble
 
         cfg, info = self.cfg, self.info
         full = splits.full
@@ -359,9 +359,9 @@ class _Build:
     def refine(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int,
                images: "DistilledImages", update_key: str, fit_key: str) -> dict[str, Any] | None:
         """Optional: continue the LoRA fit on the archive's own training views; returns the new fidelity."""
-        from hellopack.build.fit import fidelity
-        from hellopack.build.refine import RefineParams, refine_projector
-        from hellopack.build.teachers import load_ensemble
+        from hellopack.distill.fit import fidelity
+        from hellopack.distill.refine import RefineParams, refine_projector
+        from hellopack.distill.teachers import load_ensemble
         from hellopack.data import make_loader
         from hellopack.train.augment import AugmentConfig
 

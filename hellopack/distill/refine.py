@@ -1,6 +1,6 @@
 """Refine the projector on the views `train` will label: the distilled images under the student's augmentation.
 
-The fit (hellopack.build.fit) matches the teachers over the whole training set. A student
+The fit (hellopack.distill.fit) matches the teachers over the whole training set. A student
 never sees that set: it sees random crops, flips and CutMix/MixUp of the few archive
 images. Refining continues the LoRA training on exactly those views, with the same loss
 (MSE to the mean teacher logits + lam * CE to the mixed hard labels), so the stored

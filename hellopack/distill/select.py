@@ -56,7 +56,7 @@ def scoring_view(crops01: torch.Tensor, factor: int, fill: Sequence[float]) -> t
     """What the observer scores: each crop at ``size / factor``, centred on a ``fill``-coloured canvas."""
     if factor == 1:
         return crops01
-    from hellopack.build.update import downsample
+    from hellopack.distill.update import downsample
 
     size = crops01.shape[-1]
     small = downsample(crops01, factor)

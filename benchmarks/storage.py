@@ -75,7 +75,6 @@ def write_shape(out_dir: Path, name: str, classes: int, rank_head: int, base) ->
     head = torch.nn.functional.normalize(torch.randn(classes, base.embed_dim, generator=torch.Generator().manual_seed(1)), dim=-1)
     proj = Projector(base, classnames, templates, rank_encoder=8, rank_head=rank_head, head=head)
     lora = random_lora(proj, seed=2)
-    layout = proj.lora_layout()
     rows = []
     for dtype in ("fp16", "int8"):
         m = manifest(
@@ -84,8 +83,7 @@ def write_shape(out_dir: Path, name: str, classes: int, rank_head: int, base) ->
             images={"count": classes * ARCHIVE_IPC, "ipc": ARCHIVE_IPC, "factor": 2, "size": IMAGE_SIZE, "format": "png",
                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
             base=base,
-            lora={"dtype": dtype, "rank_encoder": 8, "rank_head": proj.rank_head,
-                  "parameters": proj.num_lora_parameters(), "targets": layout},
+            lora=proj.lora_layout(dtype).to_manifest(),
             recipe={"epochs": EPOCHS, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "schedule": "cosine",
                     "batch_size": 100, "loss": "mse", "beta": 0.1, "temperature": 20.0, "mix": "cutmix",
                     "patch_shuffle": True},

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from hellopack.distill.config import LORA_DTYPES
+from hellopack.distill.config import HEAD_RANK_CLASSES, HEAD_RANKS, LORA_DTYPES
 from hellopack.distill.config import BuildConfig as _D  # help text shows the dataclass's defaults
 
 from .defaults import offline_bases
@@ -54,7 +54,7 @@ def build(
     clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="Base weights file (.safetensors/.pt) instead of a download.", rich_help_panel=PROJ),
     templates: Optional[str] = typer.Option(None, "--templates", help=f"Prompt templates: openai, simple or a FILE \\[{_D.templates}].", rich_help_panel=PROJ),
     rank_encoder: Optional[int] = typer.Option(None, "--rank-encoder", help=f"LoRA rank on every conv of the image tower \\[{_D.rank_encoder}].", rich_help_panel=PROJ),
-    rank_head: Optional[int] = typer.Option(None, "--rank-head", help="LoRA rank on the head \\[64 up to 100 classes, else 128].", rich_help_panel=PROJ),
+    rank_head: Optional[int] = typer.Option(None, "--rank-head", help=f"LoRA rank on the head \\[{HEAD_RANKS[0]} up to {HEAD_RANK_CLASSES} classes, else {HEAD_RANKS[1]}; at most the class count and the base's embed_dim].", rich_help_panel=PROJ),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="LoRA alpha \\[= rank].", rich_help_panel=PROJ),
     lora_dtype: Optional[str] = typer.Option(None, "--lora-dtype", help=f"{' or '.join(LORA_DTYPES)} (int8 with per-row scales) \\[{_D.lora_dtype}].", rich_help_panel=PROJ),
     fit_epochs: Optional[int] = typer.Option(None, "--fit-epochs", help=f"Projector fit epochs over the training set \\[{_D.fit_epochs}].", rich_help_panel=PROJ),

@@ -114,10 +114,15 @@ def test_missing_output_folder_is_a_one_line_error(tmp_path: Path) -> None:
     (lambda d: d["manifest"]["images"].update(count=5),
      "images.tar: 2 images were added, the manifest's images.count is 5"),
     (lambda d: d["images"][0].update(cls=2), "images.tar: image 'c0000_00000': class 2 is not in 0..1"),
+    # the summary is checked against the targets in the manifest, before any tensor is read
     (lambda d: d["manifest"]["lora"].update(parameters=75),
-     "lora.safetensors: targets hold 74 parameters, the manifest says 75"),
+     "manifest: lora.parameters is 75 but the targets hold 74; the archive is inconsistent, rebuild it"),
     (lambda d: d["manifest"]["lora"]["targets"][1].update(rank=3),
-     "lora.safetensors: target 'head': shapes [2, 4]/[2, 2] do not match rank 3"),
+     "manifest: lora.rank_head is 2 but the 'head' target has rank 3; the archive is inconsistent, rebuild it"),
+    # a consistent manifest (2 x (2*3*3 + 13) = 62 parameters, as 2 x (3*3*3 + 4)) whose tensors differ
+    (lambda d: d["manifest"]["lora"]["targets"][0].update(in_features=2, out_features=13),
+     "lora.safetensors: target 'visual.conv1': shapes [2, 3, 3, 3]/[4, 2, 1, 1], the manifest's layout needs "
+     "[2, 2, 3, 3]/[13, 2, 1, 1]"),
     (lambda d: d["manifest"]["lora"].update(dtype="int8"),
      "lora.safetensors: stored dtype differs from the manifest's lora.dtype 'int8'"),
     (lambda d: d["prompts"].update(classnames=["one"]),

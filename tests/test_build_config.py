@@ -72,7 +72,10 @@ def test_missing_config_file(tmp_path):
 def test_derived_defaults():
     cfg = BuildConfig(recipe="imagenet", out="runs/in1k.hellopack")
     assert cfg.resolved_factor(224) == 2 and cfg.resolved_factor(32) == 1
-    assert cfg.resolved_rank_head(100) == 64 and cfg.resolved_rank_head(1000) == 128
+    assert cfg.resolved_rank_head(100, 1024) == 64 and cfg.resolved_rank_head(1000, 1024) == 128
+    # capped at min(classes, embed_dim): a larger rank adds parameters but no expressiveness
+    assert cfg.resolved_rank_head(5, 64) == 5 and cfg.resolved_rank_head(200, 64) == 64  # (was in Projector)
+    assert dataclasses.replace(cfg, rank_head=300).resolved_rank_head(1000, 1024) == 300
     assert cfg.resolved_workdir().as_posix() == "runs/in1k.work"
     # RDED's argument.py: IPC 1/10/50 -> 10/50/100, doubled for 100 and 1,000 classes, capped at IPC x classes
     by_ipc = {ipc: dataclasses.replace(cfg, ipc=ipc) for ipc in (1, 10, 50)}

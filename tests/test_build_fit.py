@@ -29,7 +29,7 @@ def base():
 def projector(base) -> Projector:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
-        return Projector(base, CLASSES, ["a photo of a {}."], rank_encoder=2)
+        return Projector(base, CLASSES, ["a photo of a {}."], rank_encoder=2, rank_head=len(CLASSES))
 
 
 class LinearTeacher(torch.nn.Module):

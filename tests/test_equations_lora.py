@@ -183,9 +183,9 @@ def test_projector_with_alpha_and_small_head_rank_equals_hand_computation(tiny):
         torch.manual_seed(0)
         proj = Projector(tiny, CLASSES, TEMPLATES, rank_encoder=2, rank_head=2, alpha=3.0)
     assert proj.rank_head == 2 and proj.head.lora_A.shape == (2, 64) and proj.head.lora_B.shape == (5, 2)
-    layout = proj.lora_layout()
-    assert {(t["rank"], t["alpha"]) for t in layout[:-1]} == {(2, 3.0)}
-    assert (layout[-1]["name"], layout[-1]["rank"], layout[-1]["alpha"]) == ("head", 2, 3.0)
+    layout = proj.lora_layout("fp16").targets
+    assert {(t.rank, t.alpha) for t in layout[:-1]} == {(2, 3.0)}
+    assert (layout[-1].name, layout[-1].rank, layout[-1].alpha) == ("head", 2, 3.0)
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for m in proj.lora_modules().values():

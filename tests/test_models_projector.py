@@ -26,7 +26,7 @@ def tiny():
 @pytest.fixture()
 def proj(tiny):
     torch.manual_seed(0)
-    return Projector(tiny, CLASSES, TEMPLATES["simple"], rank_encoder=4)
+    return Projector(tiny, CLASSES, TEMPLATES["simple"], rank_encoder=4, rank_head=5)
 
 
 def _randomise_b(p: Projector) -> None:
@@ -79,9 +79,10 @@ def test_projector_starts_at_zero_shot_clip(tiny, proj):
 
 
 def test_ranks_and_layout(tiny, proj):
-    assert proj.rank_head == 5  # default 64, capped at min(C=5, d=64)
-    assert Projector(tiny, [f"c{i}" for i in range(200)], ["{}"]).rank_head == 64  # 128 capped at d
-    layout = proj.lora_layout()
+    # the default head rank and its cap at min(C, d) are the build's rule: tests/test_build_config.py
+    assert proj.rank_head == 5
+    assert Projector(tiny, [f"c{i}" for i in range(200)], ["{}"], rank_encoder=4, rank_head=64).rank_head == 64
+    layout = proj.lora_layout("fp16").to_manifest()["targets"]
     assert [t["name"] for t in layout][:4] == ["visual.conv1", "visual.conv2", "visual.conv3", "visual.layer1.0.conv1"]
     assert layout[0] == {"name": "visual.conv1", "kind": "conv2d", "rank": 4, "alpha": 4.0,
                          "in_features": 3, "out_features": 8, "kernel_size": [3, 3]}
@@ -117,7 +118,7 @@ def test_merge_refuses_non_finite(proj):
 
 def test_lora_state_dict_roundtrip_and_strictness(tiny, proj):
     _randomise_b(proj)
-    other = Projector(tiny, CLASSES, TEMPLATES["simple"], rank_encoder=4)
+    other = Projector(tiny, CLASSES, TEMPLATES["simple"], rank_encoder=4, rank_head=5)
     sd = {k: v.numpy().astype(np.float32) for k, v in proj.lora_state_dict().items()}  # as decode_lora gives
     other.load_lora_state_dict(sd)
     x = torch.rand(2, 3, 64, 64)
@@ -159,8 +160,8 @@ def test_image_features_differentiable_wrt_pixels(proj):
 
 def test_tiny_vit_projector():
     base = load_base("hellopack-tiny-vit")
-    p = Projector(base, CLASSES, ["a photo of a {}."], rank_encoder=2)
-    assert [t["name"] for t in p.lora_layout()] == ["visual.conv1", "head"]
+    p = Projector(base, CLASSES, ["a photo of a {}."], rank_encoder=2, rank_head=5)
+    assert [t.name for t in p.lora_layout("fp16").targets] == ["visual.conv1", "head"]
     _randomise_b(p)
     x = torch.rand(2, 3, 48, 48)
     with torch.no_grad():
@@ -175,7 +176,7 @@ def test_rn50_parameter_count_matches_design():
     fake = BaseModel(model=SimpleNamespace(visual=visual), tokenizer=None, name="RN50", pretrained=None,
                      custom=False, fingerprint="", bytes=None, image_size=224, mean=(0.5,) * 3,
                      std=(0.5,) * 3, embed_dim=1024, logit_scale=100.0)
-    p = Projector(fake, [f"c{i}" for i in range(1000)], ["{}"], head=torch.zeros(1000, 1024))
+    p = Projector(fake, [f"c{i}" for i in range(1000)], ["{}"], rank_encoder=8, rank_head=128, head=torch.zeros(1000, 1024))
     encoder = sum(m.lora_A.numel() + m.lora_B.numel() for n, m in p.lora_modules().items() if n != "head")
     assert len(p.encoder_targets) == 55
     assert encoder == 639_704

@@ -7,6 +7,7 @@ from hellopack.archive.format import (
     FORMAT_MAJOR, FORMAT_MINOR, HEADER_SIZE, MAGIC, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_MANIFEST_BYTES,
     MAX_MEMBER_BYTES, MAX_READ_MEMBER_BYTES, MAX_SMALL_MEMBER_BYTES, MAX_TOTAL_BYTES, REQUIRED_MEMBERS, ZSTD_LEVEL, ArchiveError,
 )
+from hellopack.archive.layout import LoraLayout, LoraTarget
 from hellopack.archive.lora import decode_lora, encode_lora
 from hellopack.archive.manifest import MemberInfo, canonical_json
 from hellopack.archive.reader import Archive, VerifyReport, open_archive
@@ -16,7 +17,7 @@ from hellopack.archive.writer import ArchiveWriter
 
 __all__ = [
     "ArchiveError", "ArchiveWriter", "Archive", "MemberInfo", "ImageRecord", "VerifyReport", "open_archive",
-    "encode_lora", "decode_lora", "canonical_json", "FORMAT_MAJOR", "FORMAT_MINOR", "MAGIC", "HEADER_SIZE",
+    "encode_lora", "decode_lora", "LoraLayout", "LoraTarget", "canonical_json", "FORMAT_MAJOR", "FORMAT_MINOR", "MAGIC", "HEADER_SIZE",
     "MAX_MANIFEST_BYTES", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES", "MAX_READ_MEMBER_BYTES", "MAX_SMALL_MEMBER_BYTES", "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS", "REQUIRED_MEMBERS", "ZSTD_LEVEL", "AUG_RECORD_BYTES", "LabelStorage", "label_storage",
     "label_storage_from_counts",

@@ -9,16 +9,12 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from hellopack.archive.format import LORA, ArchiveError
+from hellopack.archive.layout import shown as _shown
 
 SCALE_SUFFIX = ".scale"
 _F16_MAX = float(np.finfo(np.float16).max)
 _F16_TINY = float(np.finfo(np.float16).smallest_subnormal)
 
-
-def _shown(name: str) -> str:
-    """A tensor or target name from the archive, escaped and cut, so an error stays one short line."""
-    s = repr(name)[1:-1]
-    return s if len(s) <= 80 else s[:77] + "..."
 
 
 def _quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,23 +97,3 @@ def decode_lora(data: bytes) -> dict[str, np.ndarray]:
             raise ArchiveError(LORA, f"tensor '{_shown(name)}' holds NaN or Inf")
         out[name] = f
     return out
-
-
-def check_lora_layout(tensors: Mapping[str, np.ndarray], lora_manifest: Mapping[str, Any]) -> None:
-    """Every target has <name>.lora_A [rank, in, ...] and <name>.lora_B [out, rank, ...];
-    their element count equals lora.parameters."""
-    total = 0
-    for t in lora_manifest["targets"]:
-        n, r = t["name"], t["rank"]
-        a, b = tensors.get(f"{n}.lora_A"), tensors.get(f"{n}.lora_B")
-        if a is None or b is None:
-            raise ArchiveError(LORA, f"target '{_shown(n)}' lacks {_shown(n)}.lora_A or {_shown(n)}.lora_B")
-        if a.ndim < 2 or b.ndim < 2 or a.shape[0] != r or b.shape[1] != r:
-            raise ArchiveError(LORA, f"target '{_shown(n)}': shapes {list(a.shape)}/{list(b.shape)} do not match "
-                                     f"rank {r}")
-        if a.shape[1] != t["in_features"] or b.shape[0] != t["out_features"]:
-            raise ArchiveError(LORA, f"target '{_shown(n)}': shapes {list(a.shape)}/{list(b.shape)} do not match "
-                                     f"in_features {t['in_features']}, out_features {t['out_features']}")
-        total += a.size + b.size
-    if total != lora_manifest["parameters"]:
-        raise ArchiveError(LORA, f"targets hold {total} parameters, the manifest says {lora_manifest['parameters']}")

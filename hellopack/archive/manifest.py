@@ -12,6 +12,7 @@ from hellopack.archive.format import (
     ENCODINGS, FINGERPRINT_RE, FORMAT_MAJOR, FORMAT_NAME, IMAGE_EXTS, LORA, MAX_MEMBER_BYTES,
     MAX_SMALL_MEMBER_BYTES, MAX_TOTAL_BYTES, MEMBER_NAME_RE, PROMPTS, REQUIRED_MEMBERS, SHA256_HEX_RE, ArchiveError,
 )
+from hellopack.archive.layout import DTYPES, KINDS, LoraLayout
 
 _U63 = 2**63
 
@@ -107,7 +108,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
                "mean": RGB, "std": RGB},
     "base": {"kind": _enum("open_clip"), "name": STR, "pretrained": STR_OR_NULL, "custom": BOOL,
              "fingerprint": FINGERPRINT, "bytes": INT_OR_NULL, "image_size": POS},
-    "lora": {"dtype": _enum("fp16", "int8"), "rank_encoder": INT, "rank_head": INT, "parameters": INT},
+    "lora": {"dtype": _enum(*DTYPES), "rank_encoder": INT, "rank_head": INT, "parameters": INT},
     "head": {"init": STR, "logit_scale": NUM, "embed_dim": POS},
     "recipe": {"epochs": POS, "optimizer": STR, "lr": NUM, "weight_decay": NUM, "schedule": STR,
                "batch_size": POS, "loss": STR, "beta": NUM, "temperature": NUM, "mix": STR,
@@ -118,7 +119,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
 RECIPE_OPTIONAL: dict[str, Check] = {"protocol": STR, "lr_by_arch": BOOL, "decay": STR, "mix_alpha": NUM,
                                      "crop_scale": PAIR01, "val_resize": POS}
 CLASS_SCHEMA: dict[str, Check] = {"index": INT, "name": STR, "source_id": STR}
-TARGET_SCHEMA: dict[str, Check] = {"name": STR, "kind": _enum("conv2d", "linear"), "rank": POS,
+TARGET_SCHEMA: dict[str, Check] = {"name": STR, "kind": _enum(*KINDS), "rank": POS,
                                    "alpha": NUM, "in_features": POS, "out_features": POS}
 FIDELITY_SCHEMA: dict[str, Check] = {"agreement": NUM, "kl": NUM, "projector_top1": NUM,
                                      "teacher_top1": NUM, "images": INT}
@@ -143,8 +144,9 @@ def _check_obj(obj: Any, schema: Mapping[str, Check], path: str, *, required: bo
             raise ArchiveError("manifest", f"key '{path}.{key}' must be {desc}")
 
 
-def validate_manifest(m: Mapping[str, Any], header_version: tuple[int, int] | None = None) -> None:
-    """Type-check every required key and the invariants that need no member data."""
+def validate_manifest(m: Mapping[str, Any], header_version: tuple[int, int] | None = None) -> LoraLayout:
+    """Type-check every required key and the invariants that need no member data; returns the
+    typed LoRA layout (its summary keys checked against its targets)."""
     for key in REQUIRED_KEYS:
         if key not in m:
             raise ArchiveError("manifest", f"missing required key '{key}'")
@@ -183,10 +185,12 @@ def validate_manifest(m: Mapping[str, Any], header_version: tuple[int, int] | No
         if t["kind"] == "conv2d" or ks is not None:
             if not KERNEL[0](ks):
                 raise ArchiveError("manifest", f"key 'lora.targets[{i}].kernel_size' must be {KERNEL[1]}")
+    layout = LoraLayout.from_manifest(m["lora"])
     if "build" in m and not isinstance(m["build"], dict):
         raise ArchiveError("manifest", "key 'build' must be an object")
     if m.get("fidelity") is not None:
         _check_obj(m["fidelity"], FIDELITY_SCHEMA, "fidelity", required=False)
+    return layout
 
 
 def member_label(name: Any) -> str:

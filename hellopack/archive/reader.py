@@ -14,7 +14,8 @@ import numpy as np
 from hellopack.archive.format import (
     HEADER_SIZE, IMAGES, LORA, MAX_IMAGE_PIXELS, MAX_READ_MEMBER_BYTES, PROMPTS, ArchiveError, parse_header,
 )
-from hellopack.archive.lora import _header_dtype, check_lora_layout, decode_lora
+from hellopack.archive.layout import LoraLayout
+from hellopack.archive.lora import _header_dtype, decode_lora
 from hellopack.archive.manifest import MemberInfo, check_prompts, parse_manifest, parse_members, validate_manifest
 from hellopack.archive.tarstream import ImageRecord, iter_records
 from hellopack.archive.zstdio import CHUNK, MemberReader
@@ -37,11 +38,14 @@ def _open(path: Path) -> BinaryIO:
 
 
 class Archive:
-    """An opened archive: ``manifest`` and ``members`` are parsed; member data is read lazily."""
+    """An opened archive: ``manifest``, ``members`` and ``lora_layout`` (the typed, validated
+    ``manifest["lora"]``) are parsed; member data is read lazily."""
 
-    def __init__(self, path: Path, manifest: dict, members: list[MemberInfo], data_start: int) -> None:
+    def __init__(self, path: Path, manifest: dict, members: list[MemberInfo], data_start: int,
+                 lora_layout: LoraLayout) -> None:
         self.path = path
         self.manifest = manifest
+        self.lora_layout = lora_layout
         self.members = members
         self.data_start = data_start
         self._by_name = {m.name: m for m in members}
@@ -81,13 +85,13 @@ class Archive:
         return data
 
     def read_lora(self) -> dict[str, np.ndarray]:
-        """Decoded (float32) LoRA tensors, checked against the manifest layout."""
+        """Decoded (float32) LoRA tensors, checked against ``lora_layout``: the stored dtype, and
+        every target's tensors of exactly the layout's shapes. ``verify`` and ``train`` both read here."""
         data = self.read_member(LORA)
         tensors = decode_lora(data)
-        if _header_dtype(data) != self.manifest["lora"]["dtype"]:
-            raise ArchiveError(LORA, f"stored dtype differs from the manifest's lora.dtype "
-                                     f"{self.manifest['lora']['dtype']!r}")
-        check_lora_layout(tensors, self.manifest["lora"])
+        if _header_dtype(data) != self.lora_layout.dtype:
+            raise ArchiveError(LORA, f"stored dtype differs from the manifest's lora.dtype {self.lora_layout.dtype!r}")
+        self.lora_layout.check_tensors(tensors)
         return tensors
 
     def read_prompts(self) -> dict:
@@ -185,7 +189,7 @@ def open_archive(path: str | os.PathLike) -> Archive:
     if len(raw) != header.manifest_length:
         raise ArchiveError("header", "file ends inside the manifest; archive truncated")
     manifest: dict[str, Any] = parse_manifest(raw, header.manifest_sha256)
-    validate_manifest(manifest, (header.major, header.minor))
+    layout = validate_manifest(manifest, (header.major, header.minor))
     data_start = HEADER_SIZE + header.manifest_length
     members = parse_members(manifest, file_size - data_start)
-    return Archive(path, manifest, members, data_start)
+    return Archive(path, manifest, members, data_start, layout)

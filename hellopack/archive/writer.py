@@ -15,7 +15,8 @@ from hellopack.archive.format import (
     FORMAT_MAJOR, FORMAT_MINOR, FORMAT_NAME, IMAGE_EXTS, IMAGE_KEY_RE, IMAGES, LORA, MAX_IMAGE_BYTES,
     MAX_MANIFEST_BYTES, MEMBER_NAME_RE, PROMPTS, ArchiveError, Header,
 )
-from hellopack.archive.lora import check_lora_layout, decode_lora, _header_dtype
+from hellopack.archive.layout import LoraLayout
+from hellopack.archive.lora import decode_lora, _header_dtype
 from hellopack.archive.manifest import canonical_json, check_prompts, parse_members, validate_manifest
 from hellopack.archive.tarstream import tar_chunks, tar_size
 from hellopack.archive.zstdio import CHUNK, compress_chunks
@@ -82,7 +83,7 @@ class ArchiveWriter:
 
     # ---- writing --------------------------------------------------------------------------
 
-    def _check_contents(self, m: Mapping[str, Any]) -> None:
+    def _check_contents(self, m: Mapping[str, Any], layout: LoraLayout) -> None:
         for req in (PROMPTS, LORA):
             if req not in self._members:
                 raise ArchiveError(req, "required member was not added")
@@ -91,7 +92,7 @@ class ArchiveWriter:
         tensors = decode_lora(self._members[LORA])
         if _header_dtype(self._members[LORA]) != m["lora"]["dtype"]:
             raise ArchiveError(LORA, f"stored dtype differs from the manifest's lora.dtype {m['lora']['dtype']!r}")
-        check_lora_layout(tensors, m["lora"])
+        layout.check_tensors(tensors)
         if len(self._images) != m["images"]["count"]:
             raise ArchiveError(IMAGES, f"{len(self._images)} images were added, the manifest's images.count "
                                        f"is {m['images']['count']}")
@@ -119,8 +120,7 @@ class ArchiveWriter:
             raise ArchiveError("file", f"output folder '{path.parent}' does not exist; create it or choose another path")
         m = copy.deepcopy(self._manifest)
         m["format"], m["format_version"], m["members"] = FORMAT_NAME, [FORMAT_MAJOR, FORMAT_MINOR], []
-        validate_manifest(m)
-        self._check_contents(m)
+        self._check_contents(m, validate_manifest(m))
 
         names = [PROMPTS, LORA] + sorted(n for n in self._members if n not in (PROMPTS, LORA))
         blobs: list[tuple[str, bytes, int, str]] = []  # name, stored bytes, size, sha256 of data

@@ -22,6 +22,9 @@ from hellopack.train import protocol
 from hellopack.train.config import DECAYS, MIXES, OPTIMIZERS, SCHEDULES
 
 LORA_DTYPES = ("fp16", "int8")
+# the head's default LoRA rank: HEAD_RANKS[0] up to HEAD_RANK_CLASSES classes, HEAD_RANKS[1] above
+HEAD_RANKS = (64, 128)
+HEAD_RANK_CLASSES = 100
 TRAIN_LOSSES = ("mse", "kl")  # kl-t2 is only for archives from before the RDED protocol
 OBSERVERS = ("teacher", "projector")
 
@@ -52,7 +55,7 @@ class BuildConfig:
     clip_weights: str | None = None
     templates: str = "openai"
     rank_encoder: int = 8
-    rank_head: int | None = None  # default: 64 up to 100 classes, 128 above
+    rank_head: int | None = None  # default: see resolved_rank_head
     alpha: float | None = None  # default: alpha = rank (scaling 1)
     lora_dtype: str = "fp16"
     # --- projector fit: MSE(proj, mean teacher logits) + lam * CE
@@ -143,8 +146,13 @@ class BuildConfig:
                                  f"choose --factor among {', '.join(str(d) for d in _divisors(image_size)[:8])}")
         return factor
 
-    def resolved_rank_head(self, num_classes: int) -> int:
-        return self.rank_head if self.rank_head is not None else (64 if num_classes <= 100 else 128)
+    def resolved_rank_head(self, num_classes: int, embed_dim: int) -> int:
+        """The head's LoRA rank (the one place this rule lives): --rank-head, else HEAD_RANKS by class
+        count; capped at min(num_classes, embed_dim), where a larger rank adds parameters but no
+        expressiveness."""
+        default = HEAD_RANKS[0] if num_classes <= HEAD_RANK_CLASSES else HEAD_RANKS[1]
+        requested = self.rank_head if self.rank_head is not None else default
+        return min(requested, num_classes, embed_dim)
 
     def resolved_train_batch_size(self, num_classes: int, num_images: int) -> int:
         if self.train_batch_size is not None:

@@ -197,7 +197,7 @@ class _Build:
                             total=None, unit="class"), torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)  # LoRA A factors
             model = Projector(base, classnames, templates, rank_encoder=cfg.rank_encoder,
-                              rank_head=cfg.resolved_rank_head(len(classnames)), alpha=cfg.alpha)
+                              rank_head=cfg.resolved_rank_head(len(classnames), base.embed_dim), alpha=cfg.alpha)
         base.model.to("cpu")  # only the text tower was needed on the device (for the head)
         model = model.to(device=self.device, memory_format=self.mf).eval()
         return _Projector(base, model, templates)
@@ -432,8 +432,7 @@ class _Build:
             images={"count": len(distilled), "ipc": cfg.ipc, "factor": factor, "size": size, "format": "png",
                     "mean": list(full.mean), "std": list(full.std)},
             base=base,
-            lora={"dtype": cfg.lora_dtype, "rank_encoder": cfg.rank_encoder, "rank_head": proj.model.rank_head,
-                  "parameters": proj.model.num_lora_parameters(), "targets": proj.model.lora_layout()},
+            lora=proj.model.lora_layout(cfg.lora_dtype).to_manifest(),
             recipe=cfg.train_recipe(factor, size, len(full.classes), len(distilled)),
             seed=cfg.seed, build=build_record(cfg.to_dict()), fidelity=fid)
         lora = {k: v.detach().cpu().float().numpy() for k, v in proj.model.lora_state_dict().items()}

@@ -26,11 +26,15 @@ class _LoRABase(nn.Module):
         if rank < 1:
             raise HellopackError(f"LoRA rank must be >= 1 (got {rank})")
         self.rank = int(rank)
-        self.alpha = float(rank if alpha is None else alpha)
-        self.scaling = self.alpha / self.rank
+        self.set_alpha(rank if alpha is None else alpha)
         self.base.requires_grad_(False)
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B)
+
+    def set_alpha(self, alpha: float) -> None:
+        """The update is scaled by ``alpha / rank`` (an archive records each target's alpha)."""
+        self.alpha = float(alpha)
+        self.scaling = self.alpha / self.rank
 
     # open_clip and torchvision sometimes read ``.weight`` (dtype checks): forward to the base.
     @property
@@ -131,21 +135,24 @@ def inject_lora(module: nn.Module, rank: int, alpha: float | None = None, prefix
     in module order. Grouped/depthwise convolutions are left alone. As peft does, every
     other parameter of ``module`` is frozen: only the LoRA factors train.
     """
-    targets: list[tuple[str, nn.Module, str, nn.Conv2d]] = []
     for path, child in module.named_modules():
         if isinstance(child, _LoRABase):
             raise HellopackError(f"module already has LoRA at '{path}'; inject once")
-        if _supports_lora(child):
-            parent_path, _, attr = path.rpartition(".")
-            targets.append((path, module.get_submodule(parent_path), attr, child))
+    targets = lora_targets(module)
     if not targets:
         raise HellopackError("no groups=1 Conv2d layer found to put LoRA on")
     module.requires_grad_(False)
     names = []
-    for path, parent, attr, conv in targets:
-        setattr(parent, attr, LoRAConv2d(conv, rank, alpha))
+    for path, conv in targets:
+        parent_path, _, attr = path.rpartition(".")
+        setattr(module.get_submodule(parent_path), attr, LoRAConv2d(conv, rank, alpha))
         names.append(f"{prefix}.{path}" if prefix else path)
     return names
+
+
+def lora_targets(module: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """(module path, conv) of every convolution ``inject_lora`` would wrap, in module order."""
+    return [(path, child) for path, child in module.named_modules() if _supports_lora(child)]
 
 
 def merge_lora(module: nn.Module, prefix: str = "") -> nn.Module:

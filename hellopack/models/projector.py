@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 from torch import nn
 
+from hellopack.archive.layout import LoraLayout, LoraTarget, shown
 from hellopack.errors import HellopackError
 from hellopack.models.base import BaseModel
 from hellopack.models.common import ResizeNormalize
-from hellopack.models.lora import LoRAConv2d, LoRALinear, _LoRABase, inject_lora, merge_lora
+from hellopack.models.lora import LoRAConv2d, LoRALinear, _LoRABase, inject_lora, lora_targets, merge_lora
 
 # Stored as "{}"-placeholder strings: that is the form prompts.json keeps in the archive.
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -78,10 +79,6 @@ def text_head(base: BaseModel, classnames: Sequence[str], templates: Sequence[st
     return w.T.float().contiguous()
 
 
-def default_rank_head(num_classes: int) -> int:
-    return 64 if num_classes <= 100 else 128
-
-
 class _Logits(nn.Module):
     """Shared forward: resize + normalise, image tower, L2-normalise, scaled head."""
 
@@ -101,15 +98,15 @@ class _Logits(nn.Module):
 class Projector(_Logits):
     """CLIP image tower with LoRA on every groups=1 Conv2d, and a LoRA'd text-initialised head.
 
-    ``rank_head`` defaults to 64 for up to 100 classes and 128 above, and is capped at
-    ``min(num_classes, embed_dim)`` (a larger rank adds parameters but no expressiveness).
+    Every encoder conv gets exactly ``rank_encoder`` and the head exactly ``rank_head``: the
+    build resolves the ranks (``BuildConfig``), an archive's reader gives them (``from_layout``).
     ``alpha`` defaults to the rank of each target (scaling 1). The base model is not modified:
     the image tower is deep-copied and always stays in eval mode (BatchNorm statistics frozen).
     ``head`` may pass a precomputed ``text_head(base, classnames, templates)``.
     """
 
     def __init__(self, base: BaseModel, classnames: Sequence[str], templates: Sequence[str],
-                 rank_encoder: int = 8, rank_head: int | None = None, alpha: float | None = None,
+                 rank_encoder: int, rank_head: int, alpha: float | None = None,
                  head: torch.Tensor | None = None) -> None:
         super().__init__()
         num_classes = len(classnames)
@@ -123,8 +120,7 @@ class Projector(_Logits):
         self.num_classes = num_classes
         self.embed_dim = base.embed_dim
         self.rank_encoder = rank_encoder
-        requested = default_rank_head(num_classes) if rank_head is None else rank_head
-        self.rank_head = min(requested, num_classes, base.embed_dim)
+        self.rank_head = rank_head
 
         self.prep = ResizeNormalize(base.image_size, base.mean, base.std)
         self.visual = copy.deepcopy(base.model.visual).requires_grad_(False).eval()
@@ -134,6 +130,22 @@ class Projector(_Logits):
             linear.weight.copy_(w)
         self.head = LoRALinear(linear, self.rank_head, alpha)
         self.register_buffer("logit_scale", torch.tensor(float(base.logit_scale)), persistent=False)
+
+    @classmethod
+    def from_layout(cls, base: BaseModel, layout: LoraLayout, classnames: Sequence[str],
+                    templates: Sequence[str], head: torch.Tensor | None = None) -> "Projector":
+        """The projector an archive describes: every target with exactly the layout's rank and alpha.
+
+        Refuses (one line) a base whose convolutions or embedding width do not match the layout.
+        The LoRA factors are freshly initialised; load the archive's with ``load_lora_state_dict``.
+        """
+        _check_base_fits(base, layout, len(classnames))
+        proj = cls(base, classnames, templates, rank_encoder=layout.rank_encoder, rank_head=layout.rank_head,
+                   head=head)
+        modules = proj.lora_modules()
+        for t in layout.targets:
+            modules[t.name].set_alpha(t.alpha)
+        return proj
 
     def train(self, mode: bool = True) -> "Projector":
         super().train(mode)
@@ -182,23 +194,53 @@ class Projector(_Logits):
             for key, p in params.items():
                 p.copy_(torch.as_tensor(state[key]).to(p.dtype))
 
-    def lora_layout(self) -> list[dict]:
-        """The manifest's ``lora.targets``."""
-        layout = []
+    def lora_layout(self, dtype: str) -> LoraLayout:
+        """What the manifest's ``lora`` object records, with the archive's tensor ``dtype``."""
+        targets = []
         for name, m in self.lora_modules().items():
             if isinstance(m, LoRAConv2d):
-                kind, fin, fout, k = "conv2d", m.base.in_channels, m.base.out_channels, list(m.base.kernel_size)
+                kind, fin, fout, k = "conv2d", m.base.in_channels, m.base.out_channels, m.base.kernel_size
             else:
-                kind, fin, fout, k = "linear", m.base.in_features, m.base.out_features, [1, 1]
-            layout.append({"name": name, "kind": kind, "rank": m.rank, "alpha": m.alpha,
-                           "in_features": fin, "out_features": fout, "kernel_size": k})
-        return layout
+                kind, fin, fout, k = "linear", m.base.in_features, m.base.out_features, (1, 1)
+            targets.append(LoraTarget(name=name, kind=kind, rank=m.rank, alpha=m.alpha, in_features=fin,
+                                      out_features=fout, kernel_size=(k[0], k[1])))
+        return LoraLayout(tuple(targets), dtype)
 
     def merged(self) -> "MergedProjector":
         """A plain copy with every LoRA folded into its base weight (eval mode, frozen)."""
         visual = merge_lora(copy.deepcopy(self.visual), prefix="visual")
         head = merge_lora(copy.deepcopy(self.head), prefix="head")
         return MergedProjector(copy.deepcopy(self.prep), visual, head, float(self.logit_scale))
+
+
+def _check_base_fits(base: BaseModel, layout: LoraLayout, num_classes: int) -> None:
+    """The layout's encoder targets are exactly the base's LoRA-able convolutions, of the same
+    shapes, and its head maps embed_dim to the class count; else one HellopackError line."""
+    fix = "the archive was built for another base model; pass the CLIP weights it was built with"
+    convs = {f"visual.{path}": conv for path, conv in lora_targets(base.model.visual)}
+    wanted = {t.name: t for t in layout.encoder_targets}
+    for name, t in wanted.items():
+        conv = convs.get(name)
+        if conv is None:
+            raise HellopackError(f"LoRA target '{shown(name)}' is not a convolution of base {base.name}; {fix}")
+        have = ("conv2d", conv.in_channels, conv.out_channels, tuple(conv.kernel_size))
+        if (t.kind, t.in_features, t.out_features, t.kernel_size) != have:
+            raise HellopackError(f"LoRA target '{shown(name)}' is {_shape(t.kind, t.in_features, t.out_features, t.kernel_size)}"
+                                 f" in the archive but {_shape(*have)} in base {base.name}; {fix}")
+    extra = [name for name in convs if name not in wanted]
+    if extra:
+        raise HellopackError(f"base {base.name} has {len(extra)} convolutions the archive's LoRA layout lacks "
+                             f"(e.g. '{extra[0]}'); {fix}")
+    h = layout.head
+    if (h.kind, h.in_features, h.out_features) != ("linear", base.embed_dim, num_classes):
+        raise HellopackError(f"LoRA target 'head' is {_shape(h.kind, h.in_features, h.out_features, None)} in the "
+                             f"archive but the head is linear {base.embed_dim}->{num_classes} (embed_dim -> classes) "
+                             f"with base {base.name}; {fix}")
+
+
+def _shape(kind: str, fin: int, fout: int, kernel: tuple[int, int] | None) -> str:
+    k = f" kernel {kernel[0]}x{kernel[1]}" if kind == "conv2d" and kernel else ""
+    return f"{kind} {fin}->{fout}{k}"
 
 
 class MergedProjector(_Logits):

@@ -60,7 +60,6 @@ def projector_from_archive(archive: Any, clip_weights: str | Path | None = None,
     Refuses a base whose weight fingerprint differs from the manifest's unless
     ``allow_base_mismatch`` (then ``warn(message)`` is called).
     """
-    from hellopack.archive import decode_lora
     from hellopack.models.base import load_base
     from hellopack.models.projector import Projector
 
@@ -90,10 +89,11 @@ def projector_from_archive(archive: Any, clip_weights: str | Path | None = None,
     if len(classnames) != len(manifest["classes"]):
         raise HellopackError(f"archive '{archive.path}': prompts.json has {len(classnames)} class names but the "
                              f"manifest lists {len(manifest['classes'])} classes; the archive is inconsistent, rebuild it")
-    lora = manifest.get("lora") or {}
-    projector = Projector(base, classnames, templates, rank_encoder=int(lora.get("rank_encoder", 8)),
-                          rank_head=lora.get("rank_head"), alpha=_common_alpha(lora.get("targets") or [], archive))
-    state = {k: torch.from_numpy(v) for k, v in decode_lora(archive.read_member("lora.safetensors")).items()}
+    # the reader's validated layout: every rank and alpha, checked against the summary and the tensors
+    layout = archive.lora_layout
+    tensors = archive.read_lora()
+    projector = Projector.from_layout(base, layout, classnames, templates)
+    state = {f"{t.name}.lora_{k}": torch.from_numpy(tensors[f"{t.name}.lora_{k}"]) for t in layout.targets for k in "AB"}
     try:
         projector.load_lora_state_dict(state)
     except HellopackError:
@@ -104,17 +104,6 @@ def projector_from_archive(archive: Any, clip_weights: str | Path | None = None,
     merged = projector.merged()
     merged.eval().requires_grad_(False)
     return merged.to(device)
-
-
-def _common_alpha(targets: list[dict], archive: Any) -> float | None:
-    """The Projector takes one alpha (None = each target's rank); the manifest records it per target."""
-    if all(float(t.get("alpha", t.get("rank"))) == float(t.get("rank")) for t in targets):
-        return None
-    alphas = {float(t["alpha"]) for t in targets}
-    if len(alphas) != 1:
-        raise HellopackError(f"archive '{archive.path}' uses different LoRA alphas per target ({sorted(alphas)}); "
-                             "this hellopack version supports one alpha for all targets, upgrade hellopack")
-    return alphas.pop()
 
 
 def _read_json_member(archive: Any, name: str) -> dict:

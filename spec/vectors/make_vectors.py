@@ -106,6 +106,9 @@ def malformed(valid: bytes) -> dict[str, bytes]:
     m8, s8 = split(valid)
     m8["recipe"]["crop_scale"] = [0.9, 0.2]  # a 1.1 recipe key with an impossible value
     out["bad-recipe-key"] = assemble(m8, s8)
+    m9, s9 = split(valid)
+    m9["lora"]["rank_encoder"] = 3  # the summary disagrees with the targets (rank 2); tensors untouched
+    out["lora-summary-mismatch"] = assemble(m9, s9)
     return out
 
 
@@ -125,6 +128,8 @@ EXPECTED = {
     "checksum-mismatch": "prompts.json: sha256 mismatch (archive damaged)",
     "missing-member": "images.tar: required member is missing from the manifest",
     "bad-recipe-key": "manifest: key 'recipe.crop_scale' must be a list of 2 numbers 0 < min <= max <= 1",
+    "lora-summary-mismatch": "manifest: lora.rank_encoder is 3 but the encoder targets have rank 2; "
+                             "the archive is inconsistent, rebuild it",
 }
 
 

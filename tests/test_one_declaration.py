@@ -103,11 +103,11 @@ def test_help_reads_defaults_instead_of_typing_them(path):
         if field is None:
             continue
         default = _default_of(path, field)
-        if default in (None, (), False, dataclasses.MISSING):  # "not given": nothing to type again
+        if default is None or default is False or default == () or default is dataclasses.MISSING:  # "not given"
             continue
         written = [b for b in re.findall(r"\\\[([^\]]*)\]", text) if b.startswith(cli_map._shown(default))]
         assert not written, f"{' '.join(path)} --{param}: help writes the default {written[0]!r}; read {field} instead"
-        assert literal is dataclasses.MISSING or literal in (None, False), (
+        assert literal is dataclasses.MISSING or literal is None or literal is False, (
             f"{' '.join(path)} --{param}: the option's default {literal!r} is typed again; read {field} instead")
 
 

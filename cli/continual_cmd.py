@@ -25,7 +25,8 @@ RUN = "Runtime and output"
 
 
 @friendly_errors
-@recipe_options(train_options(REC))
+@recipe_options(train_options(REC, {"epochs": "Epochs of every step's student",
+                                     "batch_size": "Batch size, capped at a step's image count"}))
 def continual(
     archive: str = typer.Argument(..., help="Archive path or http(s) URL (optionally ending in #sha256=HEX)."),
     arch: str = typer.Option(..., "--arch", help="Student: any torchvision classifier, convnet, resnet18_cifar, ..."),

@@ -78,13 +78,14 @@ def build_options(panel: str) -> dict[str, tuple[Any, typer.models.OptionInfo]]:
     return out
 
 
-def train_options(panel: str) -> dict[str, tuple[Any, typer.models.OptionInfo]]:
-    """``<name>`` -> (type, option ``--<name>``) for every setting `train` overrides, and --val-resize."""
+def train_options(panel: str, words: dict[str, str] | None = None) -> dict[str, tuple[Any, typer.models.OptionInfo]]:
+    """``<name>`` -> (type, option ``--<name>``) for every setting `train` overrides, and --val-resize;
+    ``words``: a command's own description of a setting."""
     out = {}
     for name in settings.NAMES:
         if name == "lr_by_arch":  # --lr replaces the lr, whatever table it came from
             continue
-        text, shown = WORDS[name][0], _shown(name)
+        text, shown = (words or {}).get(name, WORDS[name][0]), _shown(name)
         if name == "lr":
             text, shown = "Learning rate", f"{LR_BY_ARCH}, {shown} for others"
         if name in ("temperature", "mix_alpha"):

@@ -12,8 +12,8 @@ from hellopack.distill.config import HEAD_RANK_CLASSES, HEAD_RANKS, LORA_DTYPES
 from hellopack.distill.config import BuildConfig as _D  # help text shows the dataclass's defaults
 
 from .defaults import offline_bases
-
 from .errors import friendly_errors
+from .recipe_options import build_options, recipe_options
 from .reporter import make_reporter, print_json
 
 DATA = "Data"
@@ -25,6 +25,7 @@ REC = "Training recipe written into the archive"
 
 
 @friendly_errors
+@recipe_options(build_options(REC))
 def build(
     dataset: str = typer.Argument(..., help="Dataset recipe: imagenet, cifar10, cifar100, folder, wds, synthetic."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="ImageFolder root, shard folder/pattern/URL.", rich_help_panel=DATA),
@@ -63,9 +64,7 @@ def build(
     refine_steps: Optional[int] = typer.Option(None, "--refine-steps", help=f"Refine the projector on the archive's own training views for N steps after selection; undone if it lowers agreement on unseen views \\[{_D.refine_steps}: off].", rich_help_panel=PROJ),
     refine_lr: Optional[float] = typer.Option(None, "--refine-lr", help="Refine learning rate \\[--fit-lr].", rich_help_panel=PROJ),
     lam: Optional[float] = typer.Option(None, "--lambda", help=f"Weight of the CE term in the fit \\[{_D.lam}].", rich_help_panel=PROJ),
-    train_epochs: Optional[int] = typer.Option(None, "--train-epochs", help=f"Default epochs for `train` \\[{_D.train_epochs}].", rich_help_panel=REC),
-    train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help="Default batch size for `train` \\[RDED's: 10/50/100 for IPC 1/10/50, doubled for 100 and 1,000 classes].", rich_help_panel=REC),
-    train_loss: Optional[str] = typer.Option(None, "--train-loss", help=f"Default loss for `train`: mse (+ 0.1 CE, the paper) or kl (RDED's KL, no CE) \\[{_D.train_loss}].", rich_help_panel=REC),
+    recipe_flags: dict = None,  # --train-*: the recipe options (cli/recipe_options.py)
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Stage results for resuming \\[OUT without its suffix, + .work].", rich_help_panel=RUN),
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed \\[{_D.seed}].", rich_help_panel=RUN),
     device: Optional[str] = typer.Option(None, "--device", help=f"auto, cpu, cuda, cuda:N \\[{_D.device}].", rich_help_panel=RUN),
@@ -95,8 +94,7 @@ def build(
         "rank_encoder": rank_encoder, "rank_head": rank_head, "alpha": alpha, "lora_dtype": lora_dtype,
         "fit_epochs": fit_epochs, "fit_lr": fit_lr, "fit_batch_size": fit_batch_size, "lam": lam,
         "refine_steps": refine_steps, "refine_lr": refine_lr,
-        "train_epochs": train_epochs, "train_batch_size": train_batch_size, "train_loss": train_loss,
-        "workdir": workdir,
+        **recipe_flags, "workdir": workdir,
         "seed": seed, "device": device, "workers": workers,
     }
     # A weights file replaces the download; "--pretrained none" means random init.

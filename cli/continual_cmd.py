@@ -8,11 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hellopack.distill.config import BuildConfig as _B  # what `build` writes into an archive's recipe
 from hellopack.train.config import TrainConfig as _T  # help text shows the dataclasses' defaults
 
 from .defaults import source_defaults
 from .errors import friendly_errors
+from .recipe_options import recipe_options, train_options
 from .reporter import make_reporter, print_json
 
 # hellopack.continual imports torch on import: its defaults are read from the source (see cli/defaults.py).
@@ -25,6 +25,8 @@ RUN = "Runtime and output"
 
 
 @friendly_errors
+@recipe_options(train_options(REC, {"epochs": "Epochs of every step's student",
+                                     "batch_size": "Batch size, capped at a step's image count"}))
 def continual(
     archive: str = typer.Argument(..., help="Archive path or http(s) URL (optionally ending in #sha256=HEX)."),
     arch: str = typer.Option(..., "--arch", help="Student: any torchvision classifier, convnet, resnet18_cifar, ..."),
@@ -36,17 +38,7 @@ def continual(
     labels: str = typer.Option(",".join(_C.labels), "--labels", help="Label sources, comma-separated: projector, hard, teacher.",
                                rich_help_panel=CL),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder \\[STEM-ARCH-continualSTEPS in the working directory, STEM: the archive's file name without suffix]."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Epochs of every step's student \\[the archive's; build: {_B.train_epochs}].", rich_help_panel=REC),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size, capped at a step's image count \\[the archive's; build: RDED's by IPC and class count].", rich_help_panel=REC),
-    lr: Optional[float] = typer.Option(None, "--lr", help=f"Learning rate \\[the archive's; build: RDED's AdamW lr for the student (e.g. 1e-4 for swin_v2_t), {_B.train_lr} for others].", rich_help_panel=REC),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"Weight decay \\[the archive's; build: {_B.train_weight_decay}].", rich_help_panel=REC),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help=f"adamw or sgd \\[the archive's; build: {_B.train_optimizer}].", rich_help_panel=REC),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help=f"half-cosine (per epoch, ends at half the lr: RDED), cosine (per step to 0) or constant \\[the archive's; build: {_B.train_schedule}].", rich_help_panel=REC),
-    loss: Optional[str] = typer.Option(None, "--loss", help=f"mse (+ beta CE) or kl (with --temperature) \\[the archive's; build: {_B.train_loss}].", rich_help_panel=REC),
-    beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the hard-label CE term \\[the archive's; build: 0.1 for mse, 0 for kl].", rich_help_panel=REC),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="KL temperature \\[the archive's; with another --mix, RDED's: 20 for CutMix, 4 for MixUp].", rich_help_panel=REC),
-    mix: Optional[str] = typer.Option(None, "--mix", help=f"cutmix, mixup or none \\[the archive's; build: {_B.train_mix}].", rich_help_panel=REC),
-    patch_shuffle: Optional[bool] = typer.Option(None, "--patch-shuffle/--no-patch-shuffle", help="Shuffle the stitched patches (RDED's ShufflePatches) \\[the archive's; build: on when factor > 1].", rich_help_panel=REC),
+    recipe_flags: dict = None,  # the recipe options (cli/recipe_options.py)
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for the teacher label source; repeatable.", rich_help_panel=LAB),
     teachers_dir: Optional[str] = typer.Option(None, "--teachers-dir", help="A `hellopack teach` trajectory: every checkpoint in it is a teacher for the teacher label source.", rich_help_panel=LAB),
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download \\[none: the archive's base by open_clip name and tag].", rich_help_panel=LAB),
@@ -71,11 +63,10 @@ def continual(
     from hellopack.train import TrainConfig
 
     tcfg = TrainConfig(
-        archive=archive, arch=arch, out=out, val=val, val_recipe=val_recipe, epochs=epochs, optimizer=optimizer,
-        lr=lr, weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, loss=loss, beta=beta,
-        temperature=temperature, mix=mix, patch_shuffle=patch_shuffle, teacher=tuple(teacher) if teacher else None, teachers_dir=teachers_dir, val_images=val_images,
+        archive=archive, arch=arch, out=out, val=val, val_recipe=val_recipe,
+        teacher=tuple(teacher) if teacher else None, teachers_dir=teachers_dir, val_images=val_images,
         seed=seed, workers=workers, device=device, clip_weights=clip_weights,
-        allow_base_mismatch=allow_base_mismatch, resume=resume, cache_dir=cache_dir,
+        allow_base_mismatch=allow_base_mismatch, resume=resume, cache_dir=cache_dir, **recipe_flags,
     )
     cfg = ContinualConfig(train=tcfg, steps=steps, order=order, labels=parse_labels(labels), eval_every=eval_every)
     with make_reporter(quiet or as_json) as reporter:

@@ -1,7 +1,8 @@
 """Where help text gets its defaults: the library's config dataclasses, read without importing torch.
 
 Help text takes its defaults from the dataclasses. ``BuildConfig`` and ``TrainConfig`` import
-without torch and are read directly. ``TeachConfig`` and ``DemoConfig`` live in modules that
+without torch and are read directly; the training recipe's options and defaults come from
+``hellopack.archive.recipe.RecipeSettings`` through cli/recipe_options.py. ``TeachConfig`` and ``DemoConfig`` live in modules that
 import torch, and ``PretrainConfig`` and ``ContinualConfig`` in packages whose ``__init__``
 does; importing them would make every ``hellopack --help`` pay for torch. Their field defaults
 are read from the module's source instead (``source_defaults``): the same values the dataclass

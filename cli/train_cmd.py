@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -10,11 +10,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from hellopack.archive import ArchiveError
-from hellopack.distill.config import BuildConfig as _B  # what `build` writes into an archive's recipe
 from hellopack.errors import HellopackError
 from hellopack.train.config import TrainConfig as _T  # help text shows the dataclass's defaults
 
 from .errors import friendly_errors
+from .recipe_options import recipe_options, train_options
 from .reporter import make_reporter, print_json
 
 REC = "Recipe (defaults come from the archive; `build` writes what is shown)"
@@ -23,26 +23,14 @@ RUN = "Runtime and output"
 
 
 @friendly_errors
+@recipe_options(train_options(REC))
 def train(
     archive: str = typer.Argument(..., help="Archive path or http(s) URL (optionally ending in #sha256=HEX)."),
     arch: str = typer.Option(..., "--arch", help="Student: any torchvision classifier, convnet, resnet18_cifar, ..."),
     val: Optional[str] = typer.Option(None, "--val", help="Validation data: ImageFolder, shards, or RECIPE:PATH \\[none: the archive's own images, not a test accuracy]."),
     val_recipe: Optional[str] = typer.Option(None, "--val-recipe", help="Force the recipe used to read --val \\[inferred from --val]."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder \\[STEM-ARCH in the working directory, STEM: the archive's file name without suffix]."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Training epochs \\[the archive's; build: {_B.train_epochs}].", rich_help_panel=REC),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size \\[the archive's; build: RDED's by IPC and class count].", rich_help_panel=REC),
-    lr: Optional[float] = typer.Option(None, "--lr", help=f"Learning rate \\[the archive's; build: RDED's AdamW lr for the student (e.g. 1e-4 for swin_v2_t), {_B.train_lr} for others].", rich_help_panel=REC),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"Weight decay \\[the archive's; build: {_B.train_weight_decay}].", rich_help_panel=REC),
-    decay: Optional[str] = typer.Option(None, "--decay", help=f"Which parameters get weight decay: weights (matrices only, RDED) or all \\[the archive's; build: {_B.train_decay}].", rich_help_panel=REC),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help=f"adamw or sgd \\[the archive's; build: {_B.train_optimizer}].", rich_help_panel=REC),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help=f"half-cosine (per epoch, ends at half the lr: RDED), cosine (per step to 0) or constant \\[the archive's; build: {_B.train_schedule}].", rich_help_panel=REC),
-    loss: Optional[str] = typer.Option(None, "--loss", help=f"mse (+ beta CE, the paper) or kl (RDED's KL at --temperature, no CE unless --beta) \\[the archive's; build: {_B.train_loss}].", rich_help_panel=REC),
-    beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the hard-label CE term \\[the archive's; build: 0.1 for mse, 0 for kl].", rich_help_panel=REC),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="KL temperature \\[the archive's; with another --mix, RDED's: 20 for CutMix, 4 for MixUp].", rich_help_panel=REC),
-    mix: Optional[str] = typer.Option(None, "--mix", help=f"cutmix, mixup or none \\[the archive's; build: {_B.train_mix}].", rich_help_panel=REC),
-    mix_alpha: Optional[float] = typer.Option(None, "--mix-alpha", help="Beta(a, a) of the mix \\[the archive's; with another --mix, RDED's: 1 for CutMix, 0.8 for MixUp].", rich_help_panel=REC),
-    crop_scale: Optional[Tuple[float, float]] = typer.Option(None, "--crop-scale", help="RandomResizedCrop area range MIN MAX \\[the archive's; build: 1/factor 1 (RDED)].", rich_help_panel=REC),
-    patch_shuffle: Optional[bool] = typer.Option(None, "--patch-shuffle/--no-patch-shuffle", help="Shuffle the stitched patches (RDED's ShufflePatches) \\[the archive's; build: on when factor > 1].", rich_help_panel=REC),
+    recipe_flags: dict = None,  # the recipe options (cli/recipe_options.py)
     labels: str = typer.Option(_T.labels, "--labels", help="projector, teacher (needs --teacher) or hard.", rich_help_panel=LAB),
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for --labels teacher; repeatable.", rich_help_panel=LAB),
     teachers_dir: Optional[str] = typer.Option(None, "--teachers-dir", help="A `hellopack teach` trajectory: every checkpoint in it is a teacher for --labels teacher.", rich_help_panel=LAB),
@@ -50,7 +38,6 @@ def train(
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
     seeds: int = typer.Option(_T.seeds, "--seeds", help="Train this many seeds; report mean and std.", rich_help_panel=RUN),
     seed: int = typer.Option(_T.seed, "--seed", help="Seed (--seeds N runs seed, seed + 1, ...).", rich_help_panel=RUN),
-    val_resize: Optional[int] = typer.Option(None, "--val-resize", help="Resize --val images' shorter side to N before the centre crop \\[the archive's; RDED: size // 7 * 8, 256 for 224].", rich_help_panel=REC),
     val_images: Optional[int] = typer.Option(None, "--val-images", help="Evaluate on the first N --val images only \\[all].", rich_help_panel=RUN),
     eval_every: int = typer.Option(_T.eval_every, "--eval-every", help="Evaluate every K epochs (and at the end).", rich_help_panel=RUN),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint.", rich_help_panel=RUN),
@@ -69,13 +56,10 @@ def train(
     from hellopack.train import train as run_train
 
     cfg = TrainConfig(
-        archive=archive, arch=arch, out=out, val=val, val_recipe=val_recipe, epochs=epochs, optimizer=optimizer,
-        lr=lr, weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, loss=loss, beta=beta,
-        temperature=temperature, mix=mix, patch_shuffle=patch_shuffle, labels=labels, decay=decay,
-        mix_alpha=mix_alpha, crop_scale=tuple(crop_scale) if crop_scale else None,
-        teacher=tuple(teacher) if teacher else None, teachers_dir=teachers_dir, val_images=val_images, val_resize=val_resize, seeds=seeds, seed=seed, eval_every=eval_every,
-        workers=workers, device=device, compile=compile, clip_weights=clip_weights,
-        allow_base_mismatch=allow_base_mismatch, resume=resume, cache_dir=cache_dir,
+        archive=archive, arch=arch, out=out, val=val, val_recipe=val_recipe, labels=labels,
+        teacher=tuple(teacher) if teacher else None, teachers_dir=teachers_dir, val_images=val_images, seeds=seeds,
+        seed=seed, eval_every=eval_every, workers=workers, device=device, compile=compile, clip_weights=clip_weights,
+        allow_base_mismatch=allow_base_mismatch, resume=resume, cache_dir=cache_dir, **recipe_flags,
     )
     try:
         with make_reporter(quiet or as_json) as reporter:

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from hellopack.archive import recipe as _recipe
 from hellopack.archive.format import (
     ENCODINGS, FINGERPRINT_RE, FORMAT_MAJOR, FORMAT_NAME, IMAGE_EXTS, LORA, MAX_MEMBER_BYTES,
     MAX_SMALL_MEMBER_BYTES, MAX_TOTAL_BYTES, MEMBER_NAME_RE, PROMPTS, REQUIRED_MEMBERS, SHA256_HEX_RE, ArchiveError,
@@ -110,14 +111,16 @@ SCHEMA: dict[str, dict[str, Check]] = {
              "fingerprint": FINGERPRINT, "bytes": INT_OR_NULL, "image_size": POS},
     "lora": {"dtype": _enum(*DTYPES), "rank_encoder": INT, "rank_head": INT, "parameters": INT},
     "head": {"init": STR, "logit_scale": NUM, "embed_dim": POS},
-    "recipe": {"epochs": POS, "optimizer": STR, "lr": NUM, "weight_decay": NUM, "schedule": STR,
-               "batch_size": POS, "loss": STR, "beta": NUM, "temperature": NUM, "mix": STR,
-               "patch_shuffle": BOOL},
+    "recipe": {},  # filled below from hellopack.archive.recipe
     "seeds": {"build": INT},
 }
+# a recipe key's check by its type (integers in a recipe are counts: positive); the keys are declared
+# once, in hellopack.archive.recipe. Allowed values are the consumer's: the spec only types the strings.
+_RECIPE_CHECKS: dict[type, Check] = {int: POS, float: NUM, str: STR, bool: BOOL, tuple: PAIR01}
+_required, _optional = _recipe.manifest_keys()
+SCHEMA["recipe"] = {name: _RECIPE_CHECKS[kind] for name, kind in _required}
 # recipe keys added in format 1.1 (the RDED protocol); a 1.0 archive lacks them and keeps its old meaning
-RECIPE_OPTIONAL: dict[str, Check] = {"protocol": STR, "lr_by_arch": BOOL, "decay": STR, "mix_alpha": NUM,
-                                     "crop_scale": PAIR01, "val_resize": POS}
+RECIPE_OPTIONAL: dict[str, Check] = {name: _RECIPE_CHECKS[kind] for name, kind in _optional}
 CLASS_SCHEMA: dict[str, Check] = {"index": INT, "name": STR, "source_id": STR}
 TARGET_SCHEMA: dict[str, Check] = {"name": STR, "kind": _enum(*KINDS), "rank": POS,
                                    "alpha": NUM, "in_features": POS, "out_features": POS}

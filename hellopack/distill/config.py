@@ -13,24 +13,29 @@ import difflib
 import tomllib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from hellopack.archive import recipe as settings
 from hellopack.errors import HellopackError
 from hellopack.train import protocol
-from hellopack.train.config import DECAYS, MIXES, OPTIMIZERS, SCHEDULES
 
 LORA_DTYPES = ("fp16", "int8")
 # the head's default LoRA rank: HEAD_RANKS[0] up to HEAD_RANK_CLASSES classes, HEAD_RANKS[1] above
 HEAD_RANKS = (64, 128)
 HEAD_RANK_CLASSES = 100
-TRAIN_LOSSES = ("mse", "kl")  # kl-t2 is only for archives from before the RDED protocol
 OBSERVERS = ("teacher", "projector")
+
+# The training recipe written into the manifest for `hellopack train`: one keyword-only field
+# train_<name> per setting of hellopack.archive.recipe.RecipeSettings, with its default (RDED's
+# evaluation, hellopack.train.protocol, with HeLlO's MSE + beta * CE loss; None: derived in train_recipe).
+_TrainRecipe = make_dataclass("_TrainRecipe", settings.setting_fields("train_"), frozen=True)
+_TrainRecipe.__module__ = __name__
 
 
 @dataclass(frozen=True)
-class BuildConfig:
+class BuildConfig(_TrainRecipe):
     # --- what to distill, where to write
     recipe: str
     out: str
@@ -87,23 +92,7 @@ class BuildConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0
-    # --- the training recipe written into the manifest for `hellopack train`: RDED's evaluation
-    # (hellopack.train.protocol), with HeLlO's MSE + beta * CE loss
-    train_epochs: int = 300
-    train_optimizer: str = "adamw"
-    train_lr: float = 1e-3  # for students RDED's table does not list
-    train_lr_by_arch: bool = True  # RDED's AdamW lr by student architecture
-    train_weight_decay: float = 0.01
-    train_decay: str = "weights"  # decay on weight matrices only (RDED's get_parameters), or "all"
-    train_schedule: str = "half-cosine"  # per epoch, ends at half the lr (RDED's --cos)
-    train_batch_size: int | None = None  # default: RDED's by IPC and class count
-    train_loss: str = "mse"
-    train_beta: float | None = None  # default: 0.1 for mse, 0 for kl (RDED's KL has no CE term)
-    train_temperature: float | None = None  # default: 20 for CutMix, 4 for MixUp (RDED)
-    train_mix: str = "cutmix"
-    train_mix_alpha: float | None = None  # default: 1 for CutMix, 0.8 for MixUp (RDED)
-    train_crop_scale: tuple[float, float] | None = None  # default: (1 / factor, 1) (RDED)
-    train_patch_shuffle: bool | None = None  # default: factor > 1
+    # --- the training recipe: the train_* fields of _TrainRecipe, above
 
     def __post_init__(self) -> None:
         if isinstance(self.teachers, (list, str)):
@@ -160,27 +149,32 @@ class BuildConfig:
         return min(protocol.batch_size(self.ipc, num_classes), num_images)
 
     def train_recipe(self, factor: int, size: int, num_classes: int, num_images: int) -> dict[str, Any]:
-        """The manifest's ``recipe``: what `hellopack train` defaults to for this archive."""
-        mix = self.train_mix
-        beta = self.train_beta if self.train_beta is not None else (0.0 if self.train_loss == "kl" else 0.1)
-        crop = self.train_crop_scale if self.train_crop_scale is not None else protocol.crop_scale(factor)
-        return {
-            "protocol": protocol.PROTOCOL, "epochs": self.train_epochs, "optimizer": self.train_optimizer,
-            "lr": self.train_lr, "lr_by_arch": self.train_lr_by_arch, "weight_decay": self.train_weight_decay,
-            "decay": self.train_decay, "schedule": self.train_schedule,
-            "batch_size": self.resolved_train_batch_size(num_classes, num_images), "loss": self.train_loss,
-            "beta": beta, "temperature": self.train_temperature if self.train_temperature is not None
-            else protocol.TEMPERATURE[mix], "mix": mix,
-            "mix_alpha": self.train_mix_alpha if self.train_mix_alpha is not None else protocol.MIX_ALPHA[mix],
-            "crop_scale": [float(crop[0]), float(crop[1])],
-            "patch_shuffle": self.train_patch_shuffle if self.train_patch_shuffle is not None else factor > 1,
-            "val_resize": protocol.val_resize(size),
+        """The manifest's ``recipe``: what `hellopack train` defaults to for this archive.
+
+        Its keys: ``protocol``, the settings in declaration order, ``val_resize``; a setting left
+        None takes RDED's rule for this archive's mix, loss, factor and class count."""
+        mix, loss = self.train_mix, self.train_loss
+        derived = {
+            "batch_size": self.resolved_train_batch_size(num_classes, num_images),
+            "beta": 0.0 if loss == "kl" else 0.1,
+            "temperature": protocol.TEMPERATURE[mix],
+            "mix_alpha": protocol.MIX_ALPHA[mix],
+            "crop_scale": protocol.crop_scale(factor),
+            "patch_shuffle": factor > 1,
         }
+        recipe: dict[str, Any] = {"protocol": protocol.PROTOCOL}
+        for name in settings.NAMES:
+            value = getattr(self, "train_" + name)
+            recipe[name] = derived[name] if value is None else value
+        recipe["crop_scale"] = [float(v) for v in recipe["crop_scale"]]
+        recipe["val_resize"] = protocol.val_resize(size)
+        return recipe
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the manifest's "build" key (paths as given)."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
+        # the train_* fields come first in the class (inherited), last here, where they were declared before
+        for f in sorted(dataclasses.fields(self), key=lambda f: f.name.startswith("train_")):
             out[f.name] = _jsonable(getattr(self, f.name))
         return out
 
@@ -309,20 +303,9 @@ def _validate(c: BuildConfig) -> None:
     need(c.eval_batch_size >= 1, f"--eval-batch-size must be 1 or more, got {c.eval_batch_size}")
     need(c.workers >= 0, f"--workers must be 0 or more, got {c.workers}")
     need(0 <= c.max_bad_fraction <= 1, f"--max-bad-fraction must be between 0 and 1, got {c.max_bad_fraction}")
-    need(c.train_epochs >= 1, f"train epochs must be 1 or more, got {c.train_epochs}")
-    need(c.train_batch_size is None or c.train_batch_size >= 1, f"train batch size must be 1 or more, got {c.train_batch_size}")
-    for what, value, valid in (("loss", c.train_loss, TRAIN_LOSSES), ("mix", c.train_mix, MIXES),
-                               ("optimizer", c.train_optimizer, OPTIMIZERS), ("schedule", c.train_schedule, SCHEDULES),
-                               ("decay", c.train_decay, DECAYS)):
-        need(value in valid, f"train {what} must be one of {', '.join(valid)}, got '{value}'")
-    need(c.train_lr > 0, f"train lr must be positive, got {c.train_lr}")
-    need(c.train_beta is None or c.train_beta >= 0, f"train beta must be 0 or more, got {c.train_beta}")
-    need(c.train_temperature is None or c.train_temperature > 0,
-         f"train temperature must be positive, got {c.train_temperature}")
-    need(c.train_mix_alpha is None or c.train_mix_alpha > 0, f"train mix alpha must be positive, got {c.train_mix_alpha}")
-    if c.train_crop_scale is not None:
-        lo, hi = c.train_crop_scale
-        need(0 < lo <= hi <= 1, f"train crop scale must be two numbers 0 < min <= max <= 1, got {lo} {hi}")
+    for name in settings.NAMES:  # the recipe's own checks, named by the build flag
+        wrong = settings.problem(name, getattr(c, "train_" + name))
+        need(wrong is None, f"--train-{name.replace('_', '-')} {wrong}")
     need(c.observer in OBSERVERS, f"--observer must be one of {', '.join(OBSERVERS)}, got '{c.observer}'")
     need(bool(c.out), "--out must name the archive to write")
     for spec in c.teachers:

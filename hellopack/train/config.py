@@ -7,59 +7,38 @@ archive lacks keep the meaning they had when it was written.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 from typing import Any, Mapping
 
+from hellopack.archive import recipe as settings
 from hellopack.errors import HellopackError
 from hellopack.train import protocol as proto
 
-# What an archive's recipe means when a key is absent: archives from before the RDED protocol
-# (no "protocol" key) carried only these, so every key added since reads as its old behaviour.
-FALLBACK_RECIPE: dict[str, Any] = {
-    "epochs": 300,
-    "optimizer": "adamw",
-    "lr": 1e-3,
-    "weight_decay": 0.01,
-    "schedule": "cosine",
-    "batch_size": 100,
-    "loss": "mse",
-    "beta": 0.1,
-    "temperature": 20.0,
-    "mix": "cutmix",
-    "patch_shuffle": True,
-}
-
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("half-cosine", "cosine", "constant")
-LOSSES = ("mse", "kl", "kl-t2")
+# the allowed values are declared once, with the recipe (hellopack.archive.recipe)
+OPTIMIZERS, SCHEDULES, MIXES, DECAYS = settings.OPTIMIZERS, settings.SCHEDULES, settings.MIXES, settings.DECAYS
+LOSSES = settings.choices("loss", legacy=True)
 LABELS = ("projector", "teacher", "hard")
-MIXES = ("cutmix", "mixup", "none")
-DECAYS = ("weights", "all")
+# What an archive's recipe means when a key is absent (see hellopack.archive.recipe.LEGACY).
+FALLBACK_RECIPE: dict[str, Any] = settings.LEGACY
+
+# The recipe overrides: one keyword-only field per recipe setting (None = the archive's recommendation),
+# except lr_by_arch (--lr replaces the lr whatever its source), plus the --val images' resize.
+_RecipeOverrides = make_dataclass("_RecipeOverrides", [
+    *settings.setting_fields(overrides=True, skip=("lr_by_arch",)),
+    # --val: shorter side before the centre crop (RDED: size // 7 * 8)
+    ("val_resize", int | None, field(default=None, kw_only=True)),
+], frozen=True)
+_RecipeOverrides.__module__ = __name__
+OVERRIDES: tuple[str, ...] = tuple(n for n in settings.NAMES if n != "lr_by_arch") + ("val_resize",)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_RecipeOverrides):
     archive: str  # path or http(s) URL (optionally ending in #sha256=<hex>)
     arch: str
     out: str | None = None  # default: "<archive stem>-<arch>" in the working directory
     val: str | None = None  # path (ImageFolder / WebDataset shards), "RECIPE:PATH" or a recipe name
     val_recipe: str | None = None  # force the recipe used to read --val
-    # recipe: None = the archive's recommendation
-    epochs: int | None = None
-    optimizer: str | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    schedule: str | None = None
-    batch_size: int | None = None
-    loss: str | None = None
-    beta: float | None = None
-    temperature: float | None = None
-    mix: str | None = None
-    patch_shuffle: bool | None = None
-    mix_alpha: float | None = None  # Beta(a, a) of CutMix/MixUp
-    crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale
-    decay: str | None = None  # "weights" (RDED: matrices only) or "all"
-    val_resize: int | None = None  # --val: shorter side before the centre crop (RDED: size // 7 * 8)
     # not in the manifest
     momentum: float = 0.9  # SGD only
     labels: str = "projector"
@@ -175,28 +154,22 @@ class TrainConfig:
         return r
 
     def _validate(self, r: "Recipe") -> None:
-        def choice(flag: str, value: str, valid: tuple[str, ...]) -> None:
-            if value not in valid:
-                raise HellopackError(f"--{flag} '{value}' is not one of {', '.join(valid)}")
-
-        choice("optimizer", r.optimizer, OPTIMIZERS)
-        choice("schedule", r.schedule, SCHEDULES)
-        choice("loss", r.loss, LOSSES)
-        choice("labels", r.labels, LABELS)
-        choice("mix", r.mix, MIXES)
-        choice("decay", r.decay, DECAYS)
-        positive = {"epochs": r.epochs, "batch-size": r.batch_size, "lr": r.lr, "temperature": r.temperature,
-                    "seeds": self.seeds, "eval-every": self.eval_every}
-        for flag, v in positive.items():
+        for name in OVERRIDES[:-1]:  # the recipe settings; --val-resize needs the image size, below
+            wrong = settings.problem(name, getattr(r, name), legacy=True)
+            if wrong is None:
+                continue
+            flag = "--" + name.replace("_", "-")
+            if getattr(self, name) is not None:
+                raise HellopackError(f"{flag} {wrong}")
+            # not the user's flag: say where the value came from and how to replace it
+            raise HellopackError(f"the archive's recipe {name} {wrong}; pass {flag} to override it")
+        if r.labels not in LABELS:
+            raise HellopackError(f"--labels '{r.labels}' is not one of {', '.join(LABELS)}")
+        for flag, v in {"seeds": self.seeds, "eval-every": self.eval_every}.items():
             if not v > 0:
                 raise HellopackError(f"--{flag} must be positive, got {v}")
-        for flag, v in {"weight-decay": r.weight_decay, "beta": r.beta, "workers": self.workers,
-                        "mix-alpha": r.mix_alpha}.items():
-            if v < 0:
-                raise HellopackError(f"--{flag} must be zero or positive, got {v}")
-        lo, hi = r.crop_scale
-        if not 0 < lo <= hi <= 1:
-            raise HellopackError(f"crop scale {r.crop_scale} must satisfy 0 < min <= max <= 1")
+        if self.workers < 0:
+            raise HellopackError(f"--workers must be zero or positive, got {self.workers}")
         if r.labels == "teacher" and not r.teachers:
             raise HellopackError("--labels teacher needs --teacher ARCH:CHECKPOINT or --teachers-dir DIR")
         if r.labels != "teacher" and r.teachers:

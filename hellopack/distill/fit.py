@@ -18,7 +18,6 @@ averaged with an all-reduce, and every rank does the same number of steps per ep
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -35,6 +34,7 @@ from hellopack.device import autocast
 from hellopack.errors import HellopackError
 from hellopack.fsutil import atomic_write_bytes
 from hellopack.progress import Reporter
+from hellopack.schedule import COSINE, lr_factor
 
 CHECKPOINT = "fit-state.safetensors"
 
@@ -66,7 +66,7 @@ def steps_per_epoch(num_samples: int, batch_size: int, world: int) -> int:
 
 
 def cosine_lr(base: float, step: int, total: int) -> float:
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+    return base * lr_factor(COSINE, step, total)
 
 
 def fit_loss(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, lam: float) -> torch.Tensor:

@@ -28,6 +28,7 @@ from torch import nn
 
 from hellopack.device import autocast
 from hellopack.progress import Reporter
+from hellopack.schedule import COSINE, lr_factor
 from hellopack.train.augment import Augmenter, AugmentConfig, step_generator
 
 HELD_OUT_SEED_OFFSET = 1_000_003  # views for the before/after agreement: never the training views
@@ -101,7 +102,7 @@ def refine_projector(projector: nn.Module, teachers: nn.Module, images: torch.Te
             x, hard = augment(images[idx], labels[idx], step_generator(params.seed, step))
             x, hard = x.to(device), hard.to(device)
             for group in opt.param_groups:  # cosine to zero, like the fit
-                group["lr"] = params.lr * 0.5 * (1.0 + math.cos(math.pi * step / params.steps))
+                group["lr"] = params.lr * lr_factor(COSINE, step, params.steps)
             with autocast(device):
                 with torch.no_grad():
                     target = teachers(x).float()

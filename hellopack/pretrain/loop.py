@@ -17,7 +17,6 @@ DDP's default); SyncBatchNorm would need CUDA.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from hellopack.pretrain.images import UnlabeledImages, mix, two_view_batches
 from hellopack.pretrain.objective import ProjectionHead, nt_xent
 from hellopack.pretrain.output import sha256_path, write_base
 from hellopack.progress import NULL, Reporter
+from hellopack.schedule import WARMUP_COSINE, lambda_lr
 
 RESULT = "result.json"
 
@@ -70,15 +70,6 @@ def pretrain(cfg: PretrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
             dist.cleanup()
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
-    return factor
-
-
 def _pretrain(cfg: PretrainConfig, reporter: Reporter, device: torch.device, info: dist.DistInfo) -> dict[str, Any]:
     from hellopack.data import open_source
 
@@ -103,7 +94,7 @@ def _pretrain(cfg: PretrainConfig, reporter: Reporter, device: torch.device, inf
     net.to(device=device, memory_format=devices.memory_format(device))
     optimizer = _optimizer(net, cfg.resolved_lr(info.world_size), cfg.weight_decay)
     total = steps * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, round(cfg.warmup * total)))
+    scheduler = lambda_lr(optimizer, WARMUP_COSINE, total, warmup=round(cfg.warmup * total))
     identity = {**cfg.identity(), "world_size": info.world_size}  # batches and lr depend on it
     start, history, elapsed = 0, [], 0.0
     if cfg.resume and ckpt.exists(work):

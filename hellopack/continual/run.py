@@ -31,7 +31,7 @@ from hellopack.train import checkpoint as ckpt
 from hellopack.train.config import Recipe, TrainConfig
 from hellopack.train.evaluate import Evaluator, archive_evaluator, val_evaluator
 from hellopack.train.labelers import Labeler, build_labeler
-from hellopack.train.loop import (check_arch, distributed_run, load_archive_images, manifest_sha256, open_run_archive,
+from hellopack.train.loop import (check_arch, load_archive_images, manifest_sha256, open_run_archive,
                                   run_identity, train_student)
 
 RESULT = "continual.json"
@@ -41,7 +41,7 @@ PLOT = "continual.png"
 def continual(cfg: ContinualConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     """Run every step for every label source; return continual.json's content."""
     cfg.validate()
-    with distributed_run(cfg.train.device) as (device, info):
+    with dist.session(cfg.train.device) as (device, info):
         return _Continual(cfg, reporter if info.is_main else NULL, device, info).run()
 
 

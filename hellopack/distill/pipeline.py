@@ -35,7 +35,7 @@ from hellopack.distill.select import (Candidates, Chosen, CropSpec, check_class_
 from hellopack.distill.splits import Splits, open_splits
 from hellopack.distill.stages import WorkDir, stage_key
 from hellopack.distill.update import initial_patches, update_patches
-from hellopack.device import autocast, memory_format, resolve_device
+from hellopack.device import autocast, memory_format
 from hellopack.errors import HellopackError
 from hellopack.fsutil import atomic_write_bytes
 from hellopack.progress import NULL, Reporter
@@ -52,18 +52,8 @@ def build(cfg: BuildConfig, reporter: Reporter = NULL) -> Path:
     caller has not done so. Processes other than rank 0 return once their share of the
     work is done; only rank 0 writes.
     """
-    import torch.distributed as tdist
-
-    device = resolve_device(cfg.device)
-    joined = dist.launched_by_torchrun() and not (tdist.is_available() and tdist.is_initialized())
-    info = dist.init(device)
-    if device.type == "cuda" and info.enabled:
-        device = torch.device("cuda", info.local_rank)
-    try:
+    with dist.session(cfg.device) as (device, info):
         return _Build(cfg, reporter if info.is_main else NULL, device, info).run()
-    finally:
-        if joined:
-            dist.cleanup()
 
 
 @dataclass

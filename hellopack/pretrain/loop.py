@@ -59,15 +59,9 @@ class SimCLRNet(nn.Module):
 
 def pretrain(cfg: PretrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     """Pretrain, write ``cfg.out`` and ``cfg.out + '.sha256'``; return the result (also WORK/result.json)."""
-    device = devices.resolve_device(cfg.device)
-    owns_group = dist.launched_by_torchrun() and not torch.distributed.is_initialized()
-    info = dist.init(device)
-    try:
+    with dist.session(cfg.device) as (device, info):
         result = _pretrain(cfg, reporter if info.is_main else NULL, device, info)
         return dist.broadcast_object(result)  # type: ignore[return-value]
-    finally:
-        if owns_group:
-            dist.cleanup()
 
 
 def _pretrain(cfg: PretrainConfig, reporter: Reporter, device: torch.device, info: dist.DistInfo) -> dict[str, Any]:

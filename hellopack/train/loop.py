@@ -17,9 +17,8 @@ import math
 import os
 import statistics
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,23 +43,8 @@ from hellopack.train.runs import default_run_name, input_size_note
 
 def train(cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     """Train ``cfg.seeds`` students; return result.json's content (a mean/std summary for several seeds)."""
-    with distributed_run(cfg.device) as (device, info):
+    with dist.session(cfg.device) as (device, info):
         return _train(cfg, reporter if info.is_main else NULL, device, info)
-
-
-@contextmanager
-def distributed_run(device_spec: str) -> Iterator[tuple[torch.device, dist.DistInfo]]:
-    """Resolve the device and join torchrun's process group (if launched by it) for the duration of a run."""
-    device = devices.resolve_device(device_spec)
-    owns_group = dist.launched_by_torchrun() and not torch.distributed.is_initialized()
-    info = dist.init(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", info.local_rank)  # one GPU per process under torchrun
-    try:
-        yield device, info
-    finally:
-        if owns_group:
-            dist.cleanup()
 
 
 def train_student(cfg: TrainConfig, recipe: Recipe, *, manifest: dict, archive_path: str, images: torch.Tensor,

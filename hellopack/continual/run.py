@@ -187,7 +187,7 @@ class _Continual:
             self.labelers[src] = build_labeler(src, archive=self.archive, teachers=r.teachers,
                                                num_classes=self.num_classes, image_size=r.image_size, mean=r.mean,
                                                std=r.std, device=self.device, clip_weights=t.clip_weights,
-                                               allow_base_mismatch=t.allow_base_mismatch, warn=self.reporter.info)
+                                               allow_base_mismatch=t.allow_base_mismatch, warn=self.reporter.warn)
         return self.labelers[src]
 
     # -- outputs ---------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def projector_from_archive(archive: Any, clip_weights: str | Path | None = None,
     """Rebuild the archive's projector: public base + text head from the stored prompts + merged LoRA.
 
     Refuses a base whose weight fingerprint differs from the manifest's unless
-    ``allow_base_mismatch`` (then ``warn(message)`` is called).
+    ``allow_base_mismatch`` (then ``warn(message)`` is called: a ``Reporter.warn``, no "warning:" prefix).
     """
     from hellopack.archive import decode_lora
     from hellopack.models.base import load_base
@@ -82,7 +82,7 @@ def projector_from_archive(archive: Any, clip_weights: str | Path | None = None,
         if not allow_base_mismatch:
             raise HellopackError(msg)
         if warn is not None:
-            warn(f"warning: {msg.split(';')[0]}; continuing because of --allow-base-mismatch")
+            warn(f"{msg.split(';')[0]}; continuing because of --allow-base-mismatch")
 
     prompts = _read_json_member(archive, "prompts.json")
     classnames = list(prompts.get("classnames") or [c["name"] for c in manifest["classes"]])

@@ -107,7 +107,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dis
     labeler = build_labeler(recipe.labels, archive=archive, teachers=recipe.teachers, num_classes=num_classes,
                             image_size=recipe.image_size, mean=recipe.mean, std=recipe.std, device=device,
                             clip_weights=cfg.clip_weights, allow_base_mismatch=cfg.allow_base_mismatch,
-                            warn=reporter.info)
+                            warn=reporter.warn)
     images, labels = load_archive_images(archive, recipe.image_size, num_classes, reporter)
     _check_batch_size(len(images), recipe.batch_size, cfg.drop_last, info.world_size)
     if evaluator is None:

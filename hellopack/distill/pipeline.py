@@ -33,7 +33,9 @@ from hellopack.distill.output import build_record, dataset_record, encode_png, i
 from hellopack.distill.select import (Candidates, Chosen, CropSpec, check_class_size, drawn, extract_crops, first_per_class, merge_candidates,
                                     patch_layout, score_stream, stitch)
 from hellopack.distill.splits import Splits, open_splits
-from hellopack.distill.stages import WorkDir, stage_key
+from hellopack.distill.inputs import (AugmentInputs, FitInputs, RefineInputs, ScanInputs, SelectInputs,
+                                      TeachersInputs, UpdateInputs)
+from hellopack.distill.stages import WorkDir
 from hellopack.distill.update import initial_patches, update_patches
 from hellopack.device import autocast, memory_format
 from hellopack.errors import HellopackError
@@ -123,7 +125,7 @@ class _Build:
             check_class_size(name, index, min(count, cfg.n_real), k, cfg.allow_short)  # fail before the fit
         specs, teachers_key = self.teachers(scan_key)
         proj = self.projector(splits)
-        fit_key = stage_key("fit", self._fit_parts(proj), teachers_key)
+        fit_key = self._fit_inputs(proj).key(teachers_key)
         fidelity = self.fit(proj, splits, scan, specs, size, fit_key)
         chosen, select_key = self.select(proj, splits, specs, size, factor, k, fit_key)
         if not self.info.is_main:
@@ -135,11 +137,10 @@ class _Build:
 
     def scan(self, splits: Splits) -> tuple[dict[str, Any], str]:
         cfg = self.cfg
-        parts = {"recipe": cfg.recipe, "data_dir": cfg.data_dir, "classes_file": cfg.classes_file,
-                 "synthetic": cfg.to_dict()["synthetic"], "image_size": cfg.image_size,
-                 "max_bad_fraction": cfg.max_bad_fraction, "val_fraction": cfg.val_fraction,
-                 "max_images": cfg.max_images, "fidelity_images": cfg.fidelity_images}
-        key = stage_key("scan", parts)
+        key = ScanInputs(recipe=cfg.recipe, data_dir=cfg.data_dir, classes_file=cfg.classes_file,
+                         synthetic=cfg.to_dict()["synthetic"], image_size=cfg.image_size,
+                         max_bad_fraction=cfg.max_bad_fraction, val_fraction=cfg.val_fraction,
+                         max_images=cfg.max_images, fidelity_images=cfg.fidelity_images).key()
         done = self._done("scan", key)
         if done is not None:
             return done, key
@@ -167,7 +168,7 @@ class _Build:
 
         specs = resolve_specs(self.cfg.teachers, self.cfg.teachers_dir)
         ids = self._shared([_file_identity(s) for s in specs] if self.info.is_main else None)
-        key = stage_key("teachers", {"specs": ids}, scan_key)
+        key = TeachersInputs(specs=ids).key(scan_key)
         if self.info.is_main and self.wd.done("teachers", key) is None:
             self.wd.mark("teachers", key, {"specs": specs, "files": ids})
         return specs, key
@@ -192,12 +193,12 @@ class _Build:
         model = model.to(device=self.device, memory_format=self.mf).eval()
         return _Projector(base, model, templates)
 
-    def _fit_parts(self, proj: _Projector) -> dict[str, Any]:
+    def _fit_inputs(self, proj: _Projector) -> FitInputs:
         c = self.cfg
-        return {"base": proj.base.name, "fingerprint": proj.base.fingerprint, "templates": proj.templates,
-                "rank_encoder": c.rank_encoder, "rank_head": proj.model.rank_head, "alpha": c.alpha,
-                "epochs": c.fit_epochs, "lr": c.fit_lr, "weight_decay": c.fit_weight_decay,
-                "batch_size": c.fit_batch_size, "lam": c.lam, "seed": c.seed, "world": self.info.world_size}
+        return FitInputs(base=proj.base.name, fingerprint=proj.base.fingerprint, templates=proj.templates,
+                         rank_encoder=c.rank_encoder, rank_head=proj.model.rank_head, alpha=c.alpha,
+                         epochs=c.fit_epochs, lr=c.fit_lr, weight_decay=c.fit_weight_decay,
+                         batch_size=c.fit_batch_size, lam=c.lam, seed=c.seed, world=self.info.world_size)
 
     def fit(self, proj: _Projector, splits: Splits, scan: dict[str, Any], specs: list[str], size: int,
             key: str) -> dict[str, Any] | None:
@@ -252,10 +253,9 @@ class _Build:
         full = splits.full
         spec = CropSpec(size=size, m_crops=cfg.m_crops, scale=tuple(cfg.crop_scale), seed=cfg.seed, factor=factor,
                         fill=full.mean)
-        parts = {"ipc": cfg.ipc, "factor": factor, "size": size, "n_real": cfg.n_real, "m_crops": cfg.m_crops,
-                 "crop_scale": list(cfg.crop_scale), "seed": cfg.seed, "allow_short": cfg.allow_short,
-                 "observer": cfg.observer, "draw": "rded"}
-        key = stage_key("select", parts, fit_key)
+        key = SelectInputs(ipc=cfg.ipc, factor=factor, size=size, n_real=cfg.n_real, m_crops=cfg.m_crops,
+                           crop_scale=list(cfg.crop_scale), seed=cfg.seed, allow_short=cfg.allow_short,
+                           observer=cfg.observer).key(fit_key)
         done = self._done("select", key)
         if done is not None:
             return Chosen.from_json(done["chosen"]), key
@@ -301,8 +301,8 @@ class _Build:
                select_key: str) -> tuple[np.ndarray, str]:
         cfg = self.cfg
         do = cfg.update and factor > 1 and cfg.update_steps > 0
-        parts = {"update": do, "steps": cfg.update_steps if do else 0, "lr": cfg.update_lr if do else 0}
-        key = stage_key("update", parts, select_key)
+        key = UpdateInputs(update=do, steps=cfg.update_steps if do else 0,
+                           lr=cfg.update_lr if do else 0).key(select_key)
         up_dir = self.wd.stage_dir("update")
         final = up_dir / PATCHES_FILE
         if self._reuse("update", self.wd.done("update", key)) is not None:
@@ -366,13 +366,11 @@ class _Build:
         aug = AugmentConfig(size=size, num_classes=len(splits.full.classes), crop_scale=tuple(recipe["crop_scale"]),
                             factor=factor, patch_shuffle=recipe["patch_shuffle"], mix=recipe["mix"],
                             mix_alpha=recipe["mix_alpha"])
-        parts = {"steps": params.steps, "lr": params.lr, "weight_decay": params.weight_decay,
-                 "batch_size": params.batch_size, "lam": params.lam, "seed": params.seed,
-                 "augment": {"crop_scale": list(aug.crop_scale), "factor": factor,
-                             "patch_shuffle": aug.patch_shuffle, "shuffle": aug.shuffle, "mix": aug.mix,
-                             "mix_alpha": aug.mix_alpha},
-                 "fit": fit_key}
-        key = stage_key("refine", parts, update_key)
+        augment = AugmentInputs(crop_scale=list(aug.crop_scale), factor=factor, patch_shuffle=aug.patch_shuffle,
+                                shuffle=aug.shuffle, mix=aug.mix, mix_alpha=aug.mix_alpha)
+        key = RefineInputs(steps=params.steps, lr=params.lr, weight_decay=params.weight_decay,
+                           batch_size=params.batch_size, lam=params.lam, seed=params.seed, augment=augment,
+                           fit=fit_key).key(update_key)
         ref_dir = self.wd.stage_dir("refine")
         done = self._reuse("refine", self.wd.done("refine", key))
         if done is not None:

@@ -30,6 +30,7 @@ from hellopack.device import autocast
 from hellopack.errors import HellopackError
 from hellopack.progress import Reporter
 from hellopack.schedule import COSINE, lr_factor
+from hellopack.train.core import TrainStep
 
 CHECKPOINT = "fit-state.safetensors"
 
@@ -171,6 +172,18 @@ def fit_projector(projector: nn.Module, teachers: nn.Module, batches_for_epoch: 
         reporter.info(f"fit: resuming at step {pos.step} (epoch {pos.epoch + 1}, batch {pos.batch})")
 
     projector.train()  # the Projector keeps its frozen image tower in eval mode itself
+
+    def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x = batch[0].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        y = batch[1].to(device, non_blocking=True)
+        with autocast(device, bf16):
+            target = teachers(x).float()
+            logits = projector(x).float()
+        return fit_loss(logits, target, y, params.lam)
+
+    train_step = TrainStep(opt, loss_fn, lr=lambda step: cosine_lr(params.lr, step, params.total_steps),
+                           sync_grads=(lambda: _average_gradients(train_params, info.world_size))
+                           if info.enabled else None)
     last_loss = float("nan")
     step = pos.step
     with reporter.stage("fit projector", total=params.total_steps, unit="step") as bar:
@@ -188,21 +201,8 @@ def fit_projector(projector: nn.Module, teachers: nn.Module, batches_for_epoch: 
                 i += 1
                 if i <= skip:  # replayed: already trained before the restart
                     continue
-                x = batch[0].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                y = batch[1].to(device, non_blocking=True)
-                for group in opt.param_groups:
-                    group["lr"] = cosine_lr(params.lr, step, params.total_steps)
-                with autocast(device, bf16):
-                    target = teachers(x).float()
-                    logits = projector(x).float()
-                loss = fit_loss(logits, target, y, params.lam)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if info.enabled:
-                    _average_gradients(train_params, info.world_size)
-                opt.step()
+                last_loss = train_step(batch, step)
                 step += 1
-                last_loss = float(loss.detach())
                 bar.advance(1, loss=round(last_loss, 4), epoch=epoch + 1)
                 if info.is_main and step % params.checkpoint_every == 0:
                     save_checkpoint(ckpt, key, Position(step, epoch, i), lora, opt)

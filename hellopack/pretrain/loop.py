@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -38,6 +38,7 @@ from hellopack.pretrain.objective import ProjectionHead, nt_xent
 from hellopack.pretrain.output import sha256_path, write_base
 from hellopack.progress import NULL, Reporter
 from hellopack.schedule import WARMUP_COSINE, lambda_lr
+from hellopack.train.core import TrainStep, run_steps
 
 RESULT = "result.json"
 
@@ -141,33 +142,38 @@ def _epoch(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimiz
     batches = two_view_batches(images, tf, cfg.batch_size, steps, cfg.seed, epoch, info.rank, info.world_size,
                                cfg.workers)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    done = 0
     fmt = devices.memory_format(device)
-    with reporter.stage(f"epoch {epoch + 1}/{cfg.epochs}", total=steps, unit="step") as stage:
-        for _ in range(steps):
+
+    def available() -> Iterator[tuple[int, Any]]:
+        for index in range(steps):
             batch = next(batches, None)
             if info.enabled:  # a process short of images (bad files) ends the epoch for everyone
                 more = torch.tensor([0 if batch is None else 1], device=device)
                 torch.distributed.all_reduce(more, op=torch.distributed.ReduceOp.MIN)
                 if int(more.item()) == 0:
-                    break
+                    return
             elif batch is None:
-                break
-            _, x1, x2 = batch
-            x = torch.cat([x1, x2]).to(device, non_blocking=True).contiguous(memory_format=fmt)
-            with devices.autocast(device):
-                z = model(x)
-            loss = nt_xent(z[: len(x1)], z[len(x1):], cfg.temperature)
-            if not torch.isfinite(loss):
-                raise HellopackError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower --lr or raise "
-                                     f"--temperature")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
-            done += 1
-            stage.advance(1, loss=loss.item(), lr=scheduler.get_last_lr()[0])
+                return
+            yield index, batch
+
+    def loss_fn(batch: Any) -> torch.Tensor:
+        _, x1, x2 = batch
+        x = torch.cat([x1, x2]).to(device, non_blocking=True).contiguous(memory_format=fmt)
+        with devices.autocast(device):
+            z = model(x)
+        return nt_xent(z[: len(x1)], z[len(x1):], cfg.temperature)
+
+    def diverged(index: int, value: float) -> None:
+        raise HellopackError(f"the loss became {value} at epoch {epoch + 1}; lower --lr or raise --temperature")
+
+    train_step = TrainStep(optimizer, loss_fn, scheduler=scheduler, diverged=diverged)
+    with reporter.stage(f"epoch {epoch + 1}/{cfg.epochs}", total=steps, unit="step") as stage:
+        def on_step(index: int, value: float) -> None:
+            nonlocal loss_sum
+            loss_sum += value
+            stage.advance(1, loss=value, lr=scheduler.get_last_lr()[0])
+
+        done = run_steps(train_step, available(), on_step)
     batches.close()
     stats = torch.tensor([float(loss_sum), float(done)], dtype=torch.float64, device=device)
     dist.all_reduce_sum(stats)

@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from hellopack.progress import NULL, Reporter
 from hellopack.train import checkpoint as ckpt
 from hellopack.train.augment import AugmentConfig, Augmenter, step_generator
 from hellopack.train.config import Recipe, TrainConfig
+from hellopack.train.core import TrainStep, run_steps
 from hellopack.train.evaluate import Evaluator, archive_evaluator, reduce_sum, val_evaluator
 from hellopack.train.fetch import resolve_archive
 from hellopack.train.labelers import Labeler, build_labeler
@@ -315,19 +316,23 @@ class _Run:
         batch_iter = iter(loader)
         model.train()
         total_images = batches.images_until(stop_at) - batches.images_until(step)
+        train_step = TrainStep(optimizer, self._loss_fn(model), scheduler=scheduler, diverged=self._diverged)
         with self.reporter.stage("train", total=total_images, unit="img") as stage:
             for epoch in range(start_epoch, recipe.epochs):
                 losses = torch.zeros(2, dtype=torch.float64)  # sum of losses, steps (this epoch)
-                t0, epoch_images = time.perf_counter(), 0
-                while step < min((epoch + 1) * spe, stop_at):
-                    x, hard, _ = next(batch_iter)
-                    value = self._step(model, optimizer, scheduler, x, hard, step)
-                    step += 1
+                t0, epoch_images = time.perf_counter(), [0]
+
+                def on_step(index: int, value: float) -> None:
+                    nonlocal losses
                     losses += torch.tensor([value, 1.0], dtype=torch.float64)
-                    n = batches.images_until(step) - batches.images_until(step - 1)  # the global batch
-                    epoch_images += n
+                    n = batches.images_until(index + 1) - batches.images_until(index)  # the global batch
+                    epoch_images[0] += n
                     stage.advance(n, epoch=epoch + 1, loss=value, lr=scheduler.get_last_lr()[0],
-                                  img_s=epoch_images / max(1e-9, time.perf_counter() - t0))
+                                  img_s=epoch_images[0] / max(1e-9, time.perf_counter() - t0))
+
+                end = max(step, min((epoch + 1) * spe, stop_at))
+                run_steps(train_step, ((i, next(batch_iter)) for i in range(step, end)), on_step)
+                step = end
                 elapsed += time.perf_counter() - t0
                 if step < (epoch + 1) * spe:
                     break  # --max-steps stopped the run inside this epoch: nothing to checkpoint
@@ -346,24 +351,24 @@ class _Run:
             _write_json(out / "result.json", result)
         return result
 
-    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, x: torch.Tensor,
-              hard: torch.Tensor, step: int) -> float:
-        """One optimizer step: label the augmented batch, then MSE/KL + beta * CE (or CE alone)."""
+    def _loss_fn(self, model: nn.Module) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
+        """A step's loss: label the augmented batch, then MSE/KL + beta * CE (or CE alone)."""
         recipe, device = self.recipe, self.device
-        x = x.to(device, non_blocking=True).contiguous(memory_format=devices.memory_format(device))
-        hard = hard.to(device, non_blocking=True)
-        soft = self.labeler(x)
-        with devices.autocast(device):
-            logits = model(x)
-        loss = student_loss(logits, soft, hard, loss=recipe.loss, beta=recipe.beta, temperature=recipe.temperature)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise HellopackError(f"training diverged at step {step} (loss {value}); lower --lr (now {recipe.lr})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        return value
+
+        def loss_fn(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            x, hard, _ = batch
+            x = x.to(device, non_blocking=True).contiguous(memory_format=devices.memory_format(device))
+            hard = hard.to(device, non_blocking=True)
+            soft = self.labeler(x)
+            with devices.autocast(device):
+                logits = model(x)
+            return student_loss(logits, soft, hard, loss=recipe.loss, beta=recipe.beta,
+                                temperature=recipe.temperature)
+
+        return loss_fn
+
+    def _diverged(self, step: int, value: float) -> None:
+        raise HellopackError(f"training diverged at step {step} (loss {value}); lower --lr (now {self.recipe.lr})")
 
     # -- pieces ----------------------------------------------------------------------------------
 

@@ -31,8 +31,8 @@ from hellopack.train import checkpoint as ckpt
 from hellopack.train.config import Recipe, TrainConfig
 from hellopack.train.evaluate import Evaluator, archive_evaluator, val_evaluator
 from hellopack.train.labelers import Labeler, build_labeler
-from hellopack.train.loop import (check_arch, load_archive_images, manifest_sha256, open_run_archive,
-                                  run_identity, train_student)
+from hellopack.train.loop import (Placement, RunData, check_arch, load_archive_images, manifest_sha256,
+                                  open_run_archive, run_identity, train_student)
 
 RESULT = "continual.json"
 PLOT = "continual.png"
@@ -139,10 +139,9 @@ class _Continual:
                          archive_evaluator(images, labels, k, eval_bs, self.device, self.info.rank,
                                            self.info.world_size))
             labeler = SeenClassLabeler(self._labeler(src), seen)
-            result = train_student(tcfg, recipe, manifest=self.manifest, archive_path=str(self.archive.path),
-                                   images=images, labels=labels, labeler=labeler, evaluator=evaluator, out=out,
-                                   device=self.device, info=self.info, reporter=reporter, num_classes=k,
-                                   identity_extra=extra)
+            data = RunData(self.manifest, str(self.archive.path), images, labels, labeler, evaluator,
+                           num_classes=k, identity_extra=extra)
+            result = train_student(tcfg, recipe, data, out, Placement(self.device, self.info, reporter))
         reporter.info(f"{tag}: top-1 {result['top1']:.2f}%")
         timing = result.get("timing") or {}
         return {

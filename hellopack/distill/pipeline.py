@@ -12,39 +12,30 @@ scoring, finishes the update and the archive while the other processes return.
 
 from __future__ import annotations
 
-import errno
-import glob
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-import numpy as np
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from hellopack import dist
 from hellopack.distill.checks import fidelity_warnings
 from hellopack.distill.config import BuildConfig
 from hellopack.distill.output import build_record, dataset_record, encode_png, image_key, manifest, prompts_json, write_archive
-from hellopack.distill.select import (Candidates, Chosen, CropSpec, check_class_size, drawn, extract_crops, first_per_class, merge_candidates,
-                                    patch_layout, score_stream, stitch)
+from hellopack.distill.crops import CropStages
+from hellopack.distill.select import check_class_size
 from hellopack.distill.splits import Splits, open_splits
-from hellopack.distill.inputs import (AugmentInputs, FitInputs, RefineInputs, ScanInputs, SelectInputs,
-                                      TeachersInputs, UpdateInputs)
+from hellopack.distill.inputs import AugmentInputs, FitInputs, RefineInputs, ScanInputs, TeachersInputs
+from hellopack.distill.images import DistilledImages
 from hellopack.distill.stages import WorkDir
-from hellopack.distill.update import initial_patches, update_patches
-from hellopack.device import autocast, memory_format
+from hellopack.distill.workfiles import check_output, file_identity, read_tensors, remove_stale_temporaries
+from hellopack.device import memory_format
 from hellopack.errors import HellopackError
 from hellopack.fsutil import atomic_write_bytes
 from hellopack.progress import NULL, Reporter
 
 LORA_FILE = "lora.safetensors"
-CROPS_FILE = "crops.npy"
-PATCHES_FILE = "patches.npy"
 
 
 def build(cfg: BuildConfig, reporter: Reporter = NULL) -> Path:
@@ -65,7 +56,7 @@ class _Projector:
     templates: list[str]
 
 
-class _Build:
+class _Build(CropStages):
     def __init__(self, cfg: BuildConfig, reporter: Reporter, device: torch.device, info: dist.DistInfo) -> None:
         self.cfg, self.rep, self.device, self.info = cfg, reporter, device, info
         self.mf = memory_format(device)
@@ -96,9 +87,9 @@ class _Build:
         created = False
         try:
             if self.info.is_main:
-                _check_output(Path(self.cfg.out))
+                check_output(Path(self.cfg.out))
                 created = self.wd.create()
-                _remove_stale_temporaries(Path(self.cfg.out))
+                remove_stale_temporaries(Path(self.cfg.out))
             return self._run()
         except HellopackError:
             if created:
@@ -167,7 +158,7 @@ class _Build:
         from hellopack.distill.teachers import resolve_specs
 
         specs = resolve_specs(self.cfg.teachers, self.cfg.teachers_dir)
-        ids = self._shared([_file_identity(s) for s in specs] if self.info.is_main else None)
+        ids = self._shared([file_identity(s) for s in specs] if self.info.is_main else None)
         key = TeachersInputs(specs=ids).key(scan_key)
         if self.info.is_main and self.wd.done("teachers", key) is None:
             self.wd.mark("teachers", key, {"specs": specs, "files": ids})
@@ -210,7 +201,7 @@ class _Build:
         fit_dir = self.wd.stage_dir("fit") if info.is_main else self.wd.root / "fit"
         done = self._done("fit", key)
         if done is not None:
-            state = self._shared(_read_tensors(fit_dir / LORA_FILE) if info.is_main else None)
+            state = self._shared(read_tensors(fit_dir / LORA_FILE) if info.is_main else None)
             proj.model.load_lora_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
             self.rep.info("fit: done earlier, reusing the fitted projector")
             return done.get("fidelity")
@@ -245,109 +236,8 @@ class _Build:
                 self.rep.warn(warning)
         return report
 
-    def select(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int, k: int,
-               fit_key: str) -> tuple[Chosen, str]:
-        from hellopack.distill.teachers import load_ensemble
-
-        cfg, info = self.cfg, self.info
-        full = splits.full
-        spec = CropSpec(size=size, m_crops=cfg.m_crops, scale=tuple(cfg.crop_scale), seed=cfg.seed, factor=factor,
-                        fill=full.mean)
-        key = SelectInputs(ipc=cfg.ipc, factor=factor, size=size, n_real=cfg.n_real, m_crops=cfg.m_crops,
-                           crop_scale=list(cfg.crop_scale), seed=cfg.seed, allow_short=cfg.allow_short,
-                           observer=cfg.observer).key(fit_key)
-        done = self._done("select", key)
-        if done is not None:
-            return Chosen.from_json(done["chosen"]), key
-
-        names = [c.name for c in full.classes]
-        counts = full.count_per_class()
-        expect = sum(min(cfg.n_real, c) for c in counts) if counts else None
-        if cfg.observer == "teacher":  # paper Eq. 6: the mean of the weak teachers' logits
-            scorer: Any = load_ensemble(specs, len(names), size, full.mean, full.std, self.device, self.mf)
-        else:
-            scorer = proj.model
-
-        def observer(x: torch.Tensor) -> torch.Tensor:
-            with autocast(self.device):
-                return scorer(x)
-
-        if info.is_main:
-            self.rep.info(f"select: {cfg.observer} scores {cfg.m_crops} crops of {cfg.n_real} random images per class"
-                          + ("" if full.random_access else " (streaming source: drawn by seeded shard order)"))
-        with self.rep.stage("select: score crops", total=expect, unit="img") as bar:
-            items = first_per_class(drawn(full, cfg.seed, info.rank, info.world_size), len(names), cfg.n_real)
-            cands = score_stream(observer, items, spec, cfg.eval_batch_size, self.device, self.mf,
-                                 on_images=lambda n: bar.advance(n * info.world_size))
-        merged = Candidates.concat(dist.all_gather_objects(cands)) if info.enabled else cands
-        if not info.is_main:
-            return Chosen([], [], []), key
-        chosen = merge_candidates(merged, names, cfg.n_real, k, cfg.allow_short, info=self.rep.info)
-
-        sel_dir = self.wd.stage_dir("select")
-        tmp = sel_dir / f".{CROPS_FILE}.partial"
-        crops = _open_memmap(tmp, "w+", (chosen.total(), 3, size, size), sel_dir / CROPS_FILE)
-        with self.rep.stage("select: extract crops", total=len({x for ks in chosen.key for x in ks}),
-                            unit="img") as bar:
-            extract_crops(((key, image) for _, _, key, image in drawn(full, cfg.seed)), chosen, spec,
-                          _slot_writer(crops), on_image=bar.advance)
-        crops.flush()
-        del crops  # unmap before the rename
-        os.replace(tmp, sel_dir / CROPS_FILE)
-        self.wd.mark("select", key, {"chosen": chosen.to_json()})
-        return chosen, key
-
-    def update(self, proj: _Projector, size: int, factor: int, chosen: Chosen,
-               select_key: str) -> tuple[np.ndarray, str]:
-        cfg = self.cfg
-        do = cfg.update and factor > 1 and cfg.update_steps > 0
-        key = UpdateInputs(update=do, steps=cfg.update_steps if do else 0,
-                           lr=cfg.update_lr if do else 0).key(select_key)
-        up_dir = self.wd.stage_dir("update")
-        final = up_dir / PATCHES_FILE
-        if self._reuse("update", self.wd.done("update", key)) is not None:
-            return np.load(final, mmap_mode="r"), key
-        crops = np.load(self.wd.root / "select" / CROPS_FILE, mmap_mode="r")
-        n, s = crops.shape[0], size // factor
-        if cfg.update and factor == 1:
-            self.rep.info("image update skipped: with factor 1 each stored patch is its full-resolution crop")
-        # Chunks are independent (one Adam per patch batch): a restarted update continues after the last chunk.
-        tmp = up_dir / f".{PATCHES_FILE}.partial"
-        progress = up_dir / "progress.json"
-        start = 0
-        try:
-            state = json.loads(progress.read_text())
-            if state.get("key") == key and tmp.is_file():
-                start = int(state["done"])
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            start = 0
-        patches = _open_memmap(tmp, "r+" if start else "w+", (n, 3, s, s), final)
-
-        def features(x: torch.Tensor) -> torch.Tensor:
-            with autocast(self.device):
-                return proj.model.image_features(x)
-
-        bs = cfg.eval_batch_size
-        with self.rep.stage("update images" if do else "downsample patches", total=n, unit="patch") as bar:
-            bar.advance(start)
-            for lo in range(start, n, bs):
-                chunk = torch.from_numpy(np.array(crops[lo:lo + bs]))
-                if do:
-                    out = update_patches(features, chunk, factor, cfg.update_steps, cfg.update_lr, self.device)
-                else:
-                    out = initial_patches(chunk, factor)
-                patches[lo:lo + len(chunk)] = out.numpy()
-                patches.flush()
-                atomic_write_bytes(progress, json.dumps({"key": key, "done": lo + len(chunk)}).encode())
-                bar.advance(len(chunk))
-        del patches
-        os.replace(tmp, final)
-        progress.unlink(missing_ok=True)
-        self.wd.mark("update", key, {"patches": n, "updated": do})
-        return np.load(final, mmap_mode="r"), key
-
     def refine(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int,
-               images: "DistilledImages", update_key: str, fit_key: str) -> dict[str, Any] | None:
+               images: DistilledImages, update_key: str, fit_key: str) -> dict[str, Any] | None:
         """Optional: continue the LoRA fit on the archive's own training views; returns the new fidelity."""
         from hellopack.distill.fit import fidelity
         from hellopack.distill.refine import RefineParams, refine_projector
@@ -374,7 +264,7 @@ class _Build:
         ref_dir = self.wd.stage_dir("refine")
         done = self._reuse("refine", self.wd.done("refine", key))
         if done is not None:
-            state = _read_tensors(ref_dir / LORA_FILE)
+            state = read_tensors(ref_dir / LORA_FILE)
             proj.model.load_lora_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
             which = "refined" if done.get("kept", "refined") == "refined" else "fitted"
             self.rep.info(f"refine: done earlier, reusing the {which} projector")
@@ -406,7 +296,7 @@ class _Build:
                       f"{report['agreement']:.1%}, projector top-1 {report['projector_top1']:.1%}")
         return report
 
-    def write(self, out: Path, splits: Splits, scan: dict[str, Any], proj: _Projector, distilled: "DistilledImages",
+    def write(self, out: Path, splits: Splits, scan: dict[str, Any], proj: _Projector, distilled: DistilledImages,
               size: int, factor: int, fidelity: dict[str, Any] | None) -> Path:
         cfg = self.cfg
         self._reuse("write", None)  # every stage before it was done earlier: say so now
@@ -449,92 +339,3 @@ def _held_out(splits: Splits) -> str:
     if splits.eval_kind == "test":
         return f"{count}test image{'s' if n != 1 else ''}"
     return f"{count}training image{'s' if n != 1 else ''}, set aside (the data has no test split)"
-
-
-class DistilledImages:
-    """The archive's images, stitched from the (memory-mapped) patches on demand: an ImageNet
-    IPC-50 build holds 50,000 of them, so they are never all in memory at once."""
-
-    def __init__(self, chosen: Chosen, patches: np.ndarray, ipc: int, factor: int) -> None:
-        labels, self.slots = patch_layout(chosen, ipc, factor)
-        self.labels = torch.tensor(labels, dtype=torch.long)
-        self.patches, self.factor = patches, factor
-
-    def __len__(self) -> int:
-        return len(self.slots)
-
-    def image(self, i: int) -> torch.Tensor:
-        """uint8 [3,S,S]: exactly the pixels the archive stores (PNG is lossless)."""
-        return stitch(torch.from_numpy(np.array(self.patches[self.slots[i]])), self.factor)
-
-    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.image(int(i)) for i in idx])
-
-
-def _file_identity(spec: str) -> list[Any]:
-    """A teacher spec plus, for checkpoint files, their size and sha256 (a retrained file invalidates the fit)."""
-    _, _, rest = spec.partition(":")
-    path = Path(rest).expanduser()
-    if not path.is_file():
-        return [spec]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return [spec.partition(":")[0], path.stat().st_size, h.hexdigest()]
-
-
-def _read_tensors(path: Path) -> dict[str, np.ndarray]:
-    try:
-        return {k: v.numpy() for k, v in st_load(path.read_bytes()).items()}
-    except FileNotFoundError:
-        raise HellopackError(f"work directory is missing '{path}'; delete '{path.parent.parent}' and rerun") from None
-
-
-def _open_memmap(path: Path, mode: str, shape: tuple[int, ...], final: Path) -> np.ndarray:
-    """A uint8 .npy memory map with its disk blocks reserved up front.
-
-    A sparse memory-mapped file that the disk cannot back kills the process with SIGBUS on
-    the first write into it; reserving the blocks turns a full disk into ENOSPC here.
-    """
-    try:
-        arr = np.lib.format.open_memmap(path, mode=mode, dtype=np.uint8, shape=shape)
-        if hasattr(os, "posix_fallocate"):
-            with open(path, "r+b") as f:
-                try:
-                    os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-                except OSError as e:
-                    if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):  # those: cannot reserve here
-                        raise
-    except OSError as e:
-        if mode == "w+":
-            path.unlink(missing_ok=True)
-        raise HellopackError(f"cannot write '{final}': {e.strerror or e}; "
-                             "free space or pass another --workdir") from None
-    return arr
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete ``.<archive name>.<random>.tmp`` files beside ``out``: archive writes cut short by a kill."""
-    parent = out.parent if str(out.parent) else Path(".")
-    for tmp in parent.glob(glob.escape(f".{out.name}.") + "*.tmp"):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-
-
-def _check_output(out: Path) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise HellopackError(f"output folder '{parent}' does not exist; create it or choose another --out")
-    if not os.access(parent, os.W_OK):
-        raise HellopackError(f"output folder '{parent}' is not writable; choose another --out")
-    if out.is_dir():
-        raise HellopackError(f"--out '{out}' is a folder; name the archive file, e.g. {out / 'data.hellopack'}")
-
-
-def _slot_writer(out: np.ndarray) -> Callable[[int, torch.Tensor], None]:
-    """extract_crops' sink: crop tensors into their slots of the (memory-mapped) crops array."""
-    def write(slot: int, crop: torch.Tensor) -> None:
-        out[slot] = crop.numpy()
-
-    return write

@@ -38,6 +38,14 @@ LoaderFactory = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # 
 
 
 @dataclass(frozen=True)
+class Numerics:
+    """How batches meet the device: memory layout (channels_last on CUDA) and bf16 autocast (None: on CUDA)."""
+
+    memory_format: torch.memory_format = torch.contiguous_format
+    bf16: bool | None = None
+
+
+@dataclass(frozen=True)
 class FitParams:
     epochs: int
     lr: float
@@ -46,6 +54,7 @@ class FitParams:
     lam: float
     checkpoint_every: int
     steps_per_epoch: int
+    numerics: Numerics = Numerics()
 
     @property
     def total_steps(self) -> int:
@@ -145,15 +154,14 @@ def _all_have_batch(has: bool) -> bool:
 # ---- the fit --------------------------------------------------------------------------------
 
 def fit_projector(projector: nn.Module, teachers: nn.Module, batches_for_epoch: LoaderFactory, params: FitParams,
-                  ckpt_dir: Path, key: str, device: torch.device, reporter: Reporter,
-                  memory_format: torch.memory_format = torch.contiguous_format,
-                  bf16: bool | None = None) -> dict[str, Any]:
+                  ckpt_dir: Path, key: str, device: torch.device, reporter: Reporter) -> dict[str, Any]:
     """Train the LoRA factors of ``projector`` in place; returns {"steps", "final_loss", "resumed_from"}.
 
     ``projector`` must offer ``trainable_parameters()`` and ``lora_modules()`` (hellopack Projector);
     ``params.steps_per_epoch`` plans the cosine schedule (an epoch ends early if the data does).
     """
     info = dist.current()
+    memory_format, bf16 = params.numerics.memory_format, params.numerics.bf16
     train_params: list[nn.Parameter] = list(projector.trainable_parameters())
     names = [f"{n}.{k}" for n, m in projector.lora_modules().items() for k in ("lora_A", "lora_B")]
     lora = dict(zip(names, train_params))
@@ -217,13 +225,13 @@ def fit_projector(projector: nn.Module, teachers: nn.Module, batches_for_epoch: 
 @torch.no_grad()
 def fidelity(projector: nn.Module, teachers: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
              device: torch.device, reporter: Reporter, total: int | None = None,
-             memory_format: torch.memory_format = torch.contiguous_format, bf16: bool | None = None,
-             reduce: bool = True) -> dict[str, Any]:
+             numerics: Numerics = Numerics(), reduce: bool = True) -> dict[str, Any]:
     """Agreement of projector and teacher-mean top-1, mean KL(teacher || projector), both top-1s.
 
     Sums are all-reduced, so under torchrun every rank passes its own shard of held-out images;
     ``reduce=False`` when one process alone measures all of them (the others would never join).
     """
+    memory_format, bf16 = numerics.memory_format, numerics.bf16
     projector.eval()
     sums = torch.zeros(5, dtype=torch.float64)  # images, agree, kl, projector correct, teacher correct
     with reporter.stage("fidelity", total=total, unit="img") as bar:
@@ -249,4 +257,4 @@ def fidelity(projector: nn.Module, teachers: nn.Module, batches: Iterable[tuple[
             "images": n}
 
 
-__all__ = ["FitParams", "fit_projector", "fidelity", "steps_per_epoch", "cosine_lr", "fit_loss", "CHECKPOINT"]
+__all__ = ["FitParams", "Numerics", "fit_projector", "fidelity", "steps_per_epoch", "cosine_lr", "fit_loss", "CHECKPOINT"]

@@ -22,7 +22,8 @@ from safetensors.torch import save as st_save
 from hellopack import dist
 from hellopack.distill.checks import fidelity_warnings
 from hellopack.distill.config import BuildConfig
-from hellopack.distill.output import build_record, dataset_record, encode_png, image_key, manifest, prompts_json, write_archive
+from hellopack.distill.output import (ManifestParts, build_record, dataset_record, encode_png, image_key, manifest,
+                                      prompts_json, write_archive)
 from hellopack.distill.crops import CropStages
 from hellopack.distill.select import check_class_size
 from hellopack.distill.splits import Splits, open_splits
@@ -193,9 +194,9 @@ class _Build(CropStages):
 
     def fit(self, proj: _Projector, splits: Splits, scan: dict[str, Any], specs: list[str], size: int,
             key: str) -> dict[str, Any] | None:
-        from hellopack.distill.fit import FitParams, fidelity, fit_projector, steps_per_epoch
+        from hellopack.distill.fit import FitParams, Numerics, fidelity, fit_projector, steps_per_epoch
         from hellopack.distill.teachers import load_ensemble
-        from hellopack.data import make_loader
+        from hellopack.data import Shard, make_loader
 
         cfg, info = self.cfg, self.info
         fit_dir = self.wd.stage_dir("fit") if info.is_main else self.wd.root / "fit"
@@ -211,19 +212,20 @@ class _Build(CropStages):
         n = splits.train_count() or min(scan["train_images"], cfg.max_images or scan["train_images"])
         params = FitParams(epochs=cfg.fit_epochs, lr=cfg.fit_lr, weight_decay=cfg.fit_weight_decay,
                            batch_size=cfg.fit_batch_size, lam=cfg.lam, checkpoint_every=cfg.fit_checkpoint_every,
-                           steps_per_epoch=steps_per_epoch(int(n), cfg.fit_batch_size, info.world_size))
+                           steps_per_epoch=steps_per_epoch(int(n), cfg.fit_batch_size, info.world_size),
+                           numerics=Numerics(self.mf))
         loader = make_loader(splits.train, size, cfg.fit_batch_size, train=True, seed=cfg.seed,
-                             num_workers=cfg.workers, rank=info.rank, world=info.world_size)
+                             num_workers=cfg.workers, shard=Shard(info.rank, info.world_size))
 
         def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             loader.set_epoch(epoch)
             return iter(loader)
 
-        result = fit_projector(proj.model, teachers, batches, params, fit_dir, key, self.device, self.rep, self.mf)
+        result = fit_projector(proj.model, teachers, batches, params, fit_dir, key, self.device, self.rep)
         evals = make_loader(splits.eval, size, cfg.eval_batch_size, train=False, seed=cfg.seed,
-                            num_workers=cfg.workers, rank=info.rank, world=info.world_size)
+                            num_workers=cfg.workers, shard=Shard(info.rank, info.world_size))
         report = fidelity(proj.model, teachers, evals, self.device, self.rep, total=splits.eval.num_samples,
-                          memory_format=self.mf)
+                          numerics=Numerics(self.mf))
         report["eval"] = splits.eval_kind
         if info.is_main:
             tensors = {k: v.cpu().contiguous() for k, v in proj.model.lora_state_dict().items()}
@@ -239,7 +241,7 @@ class _Build(CropStages):
     def refine(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int,
                images: DistilledImages, update_key: str, fit_key: str) -> dict[str, Any] | None:
         """Optional: continue the LoRA fit on the archive's own training views; returns the new fidelity."""
-        from hellopack.distill.fit import fidelity
+        from hellopack.distill.fit import Numerics, fidelity
         from hellopack.distill.refine import RefineParams, refine_projector
         from hellopack.distill.teachers import load_ensemble
         from hellopack.data import make_loader
@@ -287,7 +289,7 @@ class _Build(CropStages):
         evals = make_loader(splits.eval, size, cfg.eval_batch_size, train=False, seed=cfg.seed,
                             num_workers=cfg.workers)
         report = fidelity(proj.model, teachers, evals, self.device, self.rep, total=splits.eval.num_samples,
-                          memory_format=self.mf, reduce=False)
+                          numerics=Numerics(self.mf), reduce=False)
         report.update(eval=splits.eval_kind, **{k: result[k] for k in ("views_agreement_before",
                                                                       "views_agreement_after")})
         self.wd.mark("refine", key, {"fidelity": report, **result})
@@ -304,7 +306,7 @@ class _Build(CropStages):
         base = proj.base
         fid = None if fidelity is None else {k: fidelity[k] for k in
                                              ("agreement", "kl", "projector_top1", "teacher_top1", "images", "eval")}
-        m = manifest(
+        m = manifest(ManifestParts(
             dataset=dataset_record(cfg.dataset_name or full.name, cfg.recipe, cfg.data_dir, scan["train_images"]),
             classes=full.classes,
             images={"count": len(distilled), "ipc": cfg.ipc, "factor": factor, "size": size, "format": "png",
@@ -313,7 +315,7 @@ class _Build(CropStages):
             lora={"dtype": cfg.lora_dtype, "rank_encoder": cfg.rank_encoder, "rank_head": proj.model.rank_head,
                   "parameters": proj.model.num_lora_parameters(), "targets": proj.model.lora_layout()},
             recipe=cfg.train_recipe(factor, size, len(full.classes), len(distilled)),
-            seed=cfg.seed, build=build_record(cfg.to_dict()), fidelity=fid)
+            seed=cfg.seed, build=build_record(cfg.to_dict()), fidelity=fid))
         lora = {k: v.detach().cpu().float().numpy() for k, v in proj.model.lora_state_dict().items()}
 
         def images() -> Iterator[tuple[str, int, bytes]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +27,7 @@ from torch import nn
 
 from hellopack import device as devices
 from hellopack import dist
+from hellopack.data import Shard
 from hellopack.errors import HellopackError
 from hellopack.fsutil import atomic_write_bytes
 from hellopack.models.base import BaseModel, load_base
@@ -39,6 +41,7 @@ from hellopack.pretrain.output import sha256_path, write_base
 from hellopack.progress import NULL, Reporter
 from hellopack.schedule import WARMUP_COSINE, lambda_lr
 from hellopack.train.core import TrainStep, run_steps
+from hellopack.train.run import Placement
 
 RESULT = "result.json"
 
@@ -105,7 +108,8 @@ def _pretrain(cfg: PretrainConfig, reporter: Reporter, device: torch.device, inf
         model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        loss_mean = _epoch(cfg, model, optimizer, scheduler, images, tf, steps, epoch, device, info, reporter)
+        loss_mean = _epoch(cfg, model, optimizer, scheduler, _Views(images, tf, steps), epoch,
+                           Placement(device, info, reporter))
         elapsed += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "loss": loss_mean, "lr": scheduler.get_last_lr()[0]})
         if info.is_main:
@@ -135,11 +139,21 @@ def _pretrain(cfg: PretrainConfig, reporter: Reporter, device: torch.device, inf
     return result
 
 
-def _epoch(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-           images: UnlabeledImages, tf: Any, steps: int, epoch: int, device: torch.device, info: dist.DistInfo,
-           reporter: Reporter) -> float:
+@dataclass(frozen=True)
+class _Views:
+    """What an epoch reads: the images, the two-view transform, and how many steps it takes."""
+
+    images: UnlabeledImages
+    tf: Any
+    steps: int
+
+
+def _epoch(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, views: _Views,
+           epoch: int, where: Placement) -> float:
+    images, tf, steps = views.images, views.tf, views.steps
+    device, info, reporter = where.device, where.info, where.reporter
     model.train()
-    batches = two_view_batches(images, tf, cfg.batch_size, steps, cfg.seed, epoch, info.rank, info.world_size,
+    batches = two_view_batches(images, tf, cfg.batch_size, steps, cfg.seed, epoch, Shard(info.rank, info.world_size),
                                cfg.workers)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     fmt = devices.memory_format(device)

@@ -8,6 +8,7 @@ returned as ordinary tensors so they can be loss targets.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -124,8 +125,18 @@ def _read_json_member(archive: Any, name: str) -> dict:
         raise HellopackError(f"archive '{archive.path}': member {name} is not valid JSON ({e}); rebuild the archive") from None
 
 
-def build_labeler(kind: str, *, archive: Any, teachers: Sequence[str], num_classes: int, image_size: int,
-                  mean: Sequence[float], std: Sequence[float], device: torch.device,
+@dataclass(frozen=True)
+class TeacherSet:
+    """``--labels teacher``'s models: checkpoint specs, and the classes and input they were trained for."""
+
+    specs: Sequence[str]
+    num_classes: int
+    image_size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+
+
+def build_labeler(kind: str, *, archive: Any, teachers: TeacherSet, device: torch.device,
                   clip_weights: str | None = None, allow_base_mismatch: bool = False, warn=None) -> Labeler:
     """The labeler for ``--labels projector|teacher|hard``."""
     if kind == "projector":
@@ -134,7 +145,9 @@ def build_labeler(kind: str, *, archive: Any, teachers: Sequence[str], num_class
     if kind == "teacher":
         from hellopack.models.teachers import load_teacher
 
-        models = [load_teacher(spec, num_classes, image_size, tuple(mean), tuple(std)).to(device) for spec in teachers]
+        t = teachers
+        models = [load_teacher(spec, t.num_classes, t.image_size, tuple(t.mean), tuple(t.std)).to(device)
+                  for spec in t.specs]
         return TeacherLabeler(models, device)
     if kind == "hard":
         return HardLabeler()

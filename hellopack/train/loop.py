@@ -22,10 +22,10 @@ from hellopack.errors import HellopackError
 from hellopack.progress import NULL, Reporter
 from hellopack.train import checkpoint as ckpt
 from hellopack.train.config import Recipe, TrainConfig
-from hellopack.train.evaluate import Evaluator, archive_evaluator, val_evaluator
+from hellopack.train.evaluate import Evaluator, ValView, archive_evaluator, val_evaluator
 from hellopack.train.fetch import resolve_archive
 from hellopack.train.images import load_archive_images, steps_images, steps_per_epoch  # noqa: F401 (re-exported)
-from hellopack.train.labelers import build_labeler
+from hellopack.train.labelers import TeacherSet, build_labeler
 from hellopack.train.run import Placement, Run, RunData, _write_json, manifest_sha256, run_identity  # noqa: F401
 from hellopack.train.runs import default_run_name, input_size_note
 
@@ -72,11 +72,10 @@ def _train(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dis
     eval_bs = cfg.eval_batch_size or recipe.batch_size
     evaluator: Evaluator | None = None
     if cfg.val is not None:  # opened first: a wrong --val fails before minutes of loading
-        evaluator = val_evaluator(cfg.val, cfg.val_recipe, manifest, recipe.image_size, eval_bs, cfg.workers,
-                                  device, info.rank, info.world_size, resize=recipe.val_resize,
-                                  max_images=cfg.val_images)
-    labeler = build_labeler(recipe.labels, archive=archive, teachers=recipe.teachers, num_classes=num_classes,
-                            image_size=recipe.image_size, mean=recipe.mean, std=recipe.std, device=device,
+        view = ValView(recipe.image_size, eval_bs, cfg.workers, resize=recipe.val_resize, max_images=cfg.val_images)
+        evaluator = val_evaluator(cfg.val, cfg.val_recipe, manifest, view, device, info)
+    teachers = TeacherSet(recipe.teachers, num_classes, recipe.image_size, recipe.mean, recipe.std)
+    labeler = build_labeler(recipe.labels, archive=archive, teachers=teachers, device=device,
                             clip_weights=cfg.clip_weights, allow_base_mismatch=cfg.allow_base_mismatch,
                             warn=reporter.warn)
     images, labels = load_archive_images(archive, recipe.image_size, num_classes, reporter)

@@ -82,6 +82,9 @@ class RichReporter(Reporter):
     def info(self, message: str) -> None:
         self._progress.console.print(message, markup=False, highlight=False)
 
+    def warn(self, message: str) -> None:
+        self._progress.console.print(f"warning: {message}", markup=False, highlight=False, style="bold yellow")
+
 
 def _stamp(message: str) -> None:
     sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
@@ -141,6 +144,9 @@ class PlainReporter(Reporter):
     def info(self, message: str) -> None:
         _stamp(message)
 
+    def warn(self, message: str) -> None:
+        _stamp(f"warning: {message}")
+
 
 class QuietReporter(Reporter):
     """--quiet / --json: no bars; warnings still reach stderr."""
@@ -152,8 +158,7 @@ class QuietReporter(Reporter):
         pass
 
     def info(self, message: str) -> None:
-        if message.lower().startswith(("warning", "skipped")):
-            print(message, file=sys.stderr)
+        pass  # only warnings reach --quiet's stderr, through warn()
 
     def warn(self, message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)

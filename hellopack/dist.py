@@ -6,7 +6,9 @@ Outside ``torchrun`` everything degrades to a single process: rank 0 of 1.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as tdist
@@ -42,6 +44,28 @@ def init(device: torch.device) -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
+
+
+@contextmanager
+def session(device_spec: str) -> Iterator[tuple[torch.device, DistInfo]]:
+    """Resolve ``--device`` and, when launched by torchrun, join the process group for the run.
+
+    The group is left again at the end only when this call joined it (a caller that set it up
+    keeps it). On CUDA each process takes ``cuda:LOCAL_RANK`` (one GPU per process under torchrun,
+    ``cuda:0`` alone); an explicit ``cuda:N`` outside torchrun is kept.
+    """
+    from hellopack.device import resolve_device
+
+    device = resolve_device(device_spec)
+    joined = launched_by_torchrun() and not (tdist.is_available() and tdist.is_initialized())
+    info = init(device)
+    if device.type == "cuda" and (device.index is None or info.enabled):
+        device = torch.device("cuda", info.local_rank)
+    try:
+        yield device, info
+    finally:
+        if joined:
+            cleanup()
 
 
 def current() -> DistInfo:

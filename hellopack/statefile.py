@@ -41,14 +41,17 @@ def exists(folder: Path, name: str) -> bool:
     return paths(folder, name)[0].is_file()
 
 
-def save(folder: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-         meta: dict[str, Any], extra: dict[str, torch.Tensor] | None = None) -> None:
+def save(folder: Path, name: str, model: torch.nn.Module | dict[str, torch.Tensor],
+         optimizer: torch.optim.Optimizer, scheduler: Any, meta: dict[str, Any],
+         extra: dict[str, torch.Tensor] | None = None) -> None:
+    """``model`` is a module or the tensors to keep (e.g. LoRA factors only); ``scheduler`` may be None."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors_path, json_path = paths(folder, name)
     for p in (tensors_path, json_path):  # temporaries of a save cut short by a kill (".<name>.<random>.tmp")
         for tmp in folder.glob(f".{p.name}.*.tmp"):
             tmp.unlink(missing_ok=True)
-    tensors = {f"model.{k}": _cpu(v) for k, v in model.state_dict().items()}
+    weights = model if isinstance(model, dict) else model.state_dict()
+    tensors = {f"model.{k}": _cpu(v) for k, v in weights.items()}
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for pid, state in opt["state"].items():
@@ -59,7 +62,8 @@ def save(folder: Path, name: str, model: torch.nn.Module, optimizer: torch.optim
                 scalars.setdefault(str(pid), {})[key] = value
     for k, v in (extra or {}).items():
         tensors[f"extra.{k}"] = _cpu(v)
-    text = json.dumps({"meta": meta, "scheduler": scheduler.state_dict(),  # LambdaLR keeps lambdas as None
+    text = json.dumps({"meta": meta, "scheduler": {} if scheduler is None else scheduler.state_dict(),
+                       # (LambdaLR keeps lambdas as None)
                        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars,
                                      "ids": [str(pid) for pid in opt["state"]]}},
                       sort_keys=True, default=_json_default)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from hellopack.data import SyntheticConfig, make_loader, open_source
+from hellopack.data import Shard, SyntheticConfig, make_loader, open_source
 from hellopack.data.loader import _Batches
 from hellopack.errors import HellopackError
 
@@ -80,7 +80,7 @@ def test_process_and_worker_shares_are_disjoint_and_complete(train):
     seen: list[int] = []
     for rank in range(3):
         for wid in range(2):
-            ds = _Batches(src, 16, 4, train, seed=1, epoch=2, rank=rank, world=3)
+            ds = _Batches(src, 16, 4, train, seed=1, epoch=2, shard=Shard(rank, 3))
             _, items = ds._plan(wid, 2)
             seen.extend(pos for pos, _ in items)
     assert sorted(seen) == list(range(n))
@@ -89,7 +89,7 @@ def test_process_and_worker_shares_are_disjoint_and_complete(train):
 def test_rank_loaders_split_eval_images():
     src = synth()
     full = rows(make_loader(src, 16, 4, train=False, seed=0))
-    parts = [rows(make_loader(src, 16, 4, train=False, seed=0, rank=r, world=3)) for r in range(3)]
+    parts = [rows(make_loader(src, 16, 4, train=False, seed=0, shard=Shard(r, 3))) for r in range(3)]
     assert sum(len(p) for p in parts) == len(full) == 35
     assert sorted(b for p in parts for b in p) == sorted(full)
     assert parts[1][0] == full[1] and parts[2][0] == full[2]  # every third image
@@ -122,7 +122,7 @@ def test_streaming_source_training_shuffles_and_splits(tmp_path):
     reds = lambda batches: sorted(round(float(v) * 255) for x, _ in batches for v in x[:, 0, 4, 4])  # noqa: E731
     ev = list(make_loader(src, 8, 5, train=False, seed=0))
     assert reds(ev) == sorted(list(range(12)) * 2)
-    parts = [list(make_loader(src, 8, 5, train=False, seed=0, rank=r, world=2)) for r in range(2)]
+    parts = [list(make_loader(src, 8, 5, train=False, seed=0, shard=Shard(r, 2))) for r in range(2)]
     assert sorted(reds(parts[0]) + reds(parts[1])) == reds(ev)
     tr = make_loader(src, 8, 24, train=True, seed=0)
     (x, y), = list(tr)
@@ -148,4 +148,4 @@ def test_bad_images_in_loader_are_counted_or_fatal(tmp_path):
 
 def test_bad_loader_arguments():
     with pytest.raises(HellopackError, match="rank 3 of world size 2 is invalid"):
-        make_loader(synth(), 16, 4, train=False, seed=0, rank=3, world=2)
+        make_loader(synth(), 16, 4, train=False, seed=0, shard=Shard(3, 2))

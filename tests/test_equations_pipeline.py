@@ -23,7 +23,7 @@ from hellopack.archive import decode_lora, open_archive
 from hellopack.distill import BuildConfig, build
 from hellopack.distill.update import feature_loss, initial_patches, update_patches
 from hellopack.models.base import load_base
-from hellopack.train.labelers import build_labeler
+from hellopack.train.labelers import TeacherSet, build_labeler
 
 from helpers_build import SYN, TINY_BUILD, tiny_teacher
 from test_equations_lora import hand_projector_logits, hand_text_head
@@ -208,9 +208,8 @@ def test_train_rebuilds_exactly_the_archived_projector(tmp_path_factory, dtype):
     x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(11))
     want = hand_projector_logits(base, head, factors(stored), m["head"]["logit_scale"], x)
 
-    labeler = build_labeler("projector", archive=archive, teachers=(), num_classes=num_classes,
-                            image_size=m["images"]["size"], mean=m["images"]["mean"], std=m["images"]["std"],
-                            device=CPU)
+    teachers = TeacherSet((), num_classes, m["images"]["size"], m["images"]["mean"], m["images"]["std"])
+    labeler = build_labeler("projector", archive=archive, teachers=teachers, device=CPU)
     got = labeler(x)
     assert got.dtype == torch.float32 and got.shape == (6, num_classes)
     assert (got - want).abs().max().item() <= 1e-5
@@ -271,7 +270,7 @@ def test_labeler_and_student_get_the_same_cutmix_batch(tmp_path_factory, tmp_pat
     monkeypatch.setattr(v2.CutMix, "forward", spy_cutmix)
     monkeypatch.setattr(ProjectorLabeler, "__call__", spy_labeler)
     monkeypatch.setattr(students, "build_student", spy_build)
-    import hellopack.train.loop as loop
+    import hellopack.train.run as loop  # the per-seed run (and its student_loss) lives in train/run.py
 
     monkeypatch.setattr(loop, "student_loss", spy_loss)
     steps = 2

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hellopack.data import open_source
+from hellopack.data import Shard, open_source
 from hellopack.data.synthetic import SyntheticSource
 from hellopack.pretrain.augment import two_views, view_transform
 from hellopack.pretrain.images import UnlabeledImages, two_view_batches
@@ -34,7 +34,7 @@ def poison_labels(monkeypatch: pytest.MonkeyPatch) -> None:
 def _batches(workers: int = 0, epoch: int = 0, rank: int = 0, world: int = 1, batch: int = 8, steps: int = 4):
     src = open_source("synthetic", synthetic=SMALL)
     return list(two_view_batches(UnlabeledImages(src), view_transform(32), batch, steps, seed=5, epoch=epoch,
-                                 rank=rank, world=world, num_workers=workers))
+                                 shard=Shard(rank, world), num_workers=workers))
 
 
 def test_two_views_are_a_pure_function_of_the_seed_and_leave_the_global_rng_alone() -> None:

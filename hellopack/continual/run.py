@@ -29,10 +29,10 @@ from hellopack.fsutil import atomic_write_bytes
 from hellopack.progress import NULL, Reporter
 from hellopack.train import checkpoint as ckpt
 from hellopack.train.config import Recipe, TrainConfig
-from hellopack.train.evaluate import Evaluator, archive_evaluator, val_evaluator
-from hellopack.train.labelers import Labeler, build_labeler
-from hellopack.train.loop import (check_arch, distributed_run, load_archive_images, manifest_sha256, open_run_archive,
-                                  run_identity, train_student)
+from hellopack.train.evaluate import Evaluator, ValView, archive_evaluator, val_evaluator
+from hellopack.train.labelers import Labeler, TeacherSet, build_labeler
+from hellopack.train.loop import (Placement, RunData, check_arch, load_archive_images, manifest_sha256,
+                                  open_run_archive, run_identity, train_student)
 
 RESULT = "continual.json"
 PLOT = "continual.png"
@@ -41,7 +41,7 @@ PLOT = "continual.png"
 def continual(cfg: ContinualConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     """Run every step for every label source; return continual.json's content."""
     cfg.validate()
-    with distributed_run(cfg.train.device) as (device, info):
+    with dist.session(cfg.train.device) as (device, info):
         return _Continual(cfg, reporter if info.is_main else NULL, device, info).run()
 
 
@@ -97,9 +97,9 @@ class _Continual:
         size = next(iter(self.recipes.values())).image_size
         val: Evaluator | None = None
         if t.val is not None:  # opened first: a wrong --val fails before the images are loaded
-            val = val_evaluator(t.val, t.val_recipe, self.manifest, size, eval_bs, t.workers, self.device,
-                                self.info.rank, self.info.world_size,
-                                resize=next(iter(self.recipes.values())).val_resize, max_images=t.val_images)
+            view = ValView(size, eval_bs, t.workers, resize=next(iter(self.recipes.values())).val_resize,
+                           max_images=t.val_images)
+            val = val_evaluator(t.val, t.val_recipe, self.manifest, view, self.device, self.info)
         self.images, self.labels = load_archive_images(self.archive, size, self.num_classes, reporter)
         if val is None:
             reporter.info("no --val given: accuracy is measured on the archive's own images (not a test accuracy)")
@@ -139,10 +139,9 @@ class _Continual:
                          archive_evaluator(images, labels, k, eval_bs, self.device, self.info.rank,
                                            self.info.world_size))
             labeler = SeenClassLabeler(self._labeler(src), seen)
-            result = train_student(tcfg, recipe, manifest=self.manifest, archive_path=str(self.archive.path),
-                                   images=images, labels=labels, labeler=labeler, evaluator=evaluator, out=out,
-                                   device=self.device, info=self.info, reporter=reporter, num_classes=k,
-                                   identity_extra=extra)
+            data = RunData(self.manifest, str(self.archive.path), images, labels, labeler, evaluator,
+                           num_classes=k, identity_extra=extra)
+            result = train_student(tcfg, recipe, data, out, Placement(self.device, self.info, reporter))
         reporter.info(f"{tag}: top-1 {result['top1']:.2f}%")
         timing = result.get("timing") or {}
         return {
@@ -184,10 +183,10 @@ class _Continual:
         """Built on first use: a fully resumed run never rebuilds the projector."""
         if src not in self.labelers:
             r, t = self.recipes[src], self.cfg.train
-            self.labelers[src] = build_labeler(src, archive=self.archive, teachers=r.teachers,
-                                               num_classes=self.num_classes, image_size=r.image_size, mean=r.mean,
-                                               std=r.std, device=self.device, clip_weights=t.clip_weights,
-                                               allow_base_mismatch=t.allow_base_mismatch, warn=self.reporter.info)
+            teachers = TeacherSet(r.teachers, self.num_classes, r.image_size, r.mean, r.std)
+            self.labelers[src] = build_labeler(src, archive=self.archive, teachers=teachers,
+                                               device=self.device, clip_weights=t.clip_weights,
+                                               allow_base_mismatch=t.allow_base_mismatch, warn=self.reporter.warn)
         return self.labelers[src]
 
     # -- outputs ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Iterator
 from PIL import Image
 
 from hellopack.data.names import display_name, read_classes_file
-from hellopack.data.types import ClassInfo, ImageSource, Sample
+from hellopack.data.types import ClassInfo, ImageSource, Sample, SourceMeta
 from hellopack.data.wds import CLASSES_TXT, SHARD_SUFFIXES, WdsSource, shards_in_dir
 from hellopack.errors import DataPathError, HellopackError
 
@@ -132,8 +132,8 @@ def open_cifar(recipe: str, path: str | os.PathLike | None = None, *, split: str
         urls = shards_in_dir(root, split)
         if names is None and (root / CLASSES_TXT).is_file():
             names = read_classes_file(root / CLASSES_TXT)
-        return WdsSource(urls, _classes(recipe, names), name=recipe, where=str(root), mean=mean, std=std,
-                         image_size=32, crop_pct=1.0, recipe=recipe, max_bad_fraction=max_bad_fraction)
+        return WdsSource(urls, _classes(recipe, names), SourceMeta(recipe, mean, std, recipe, max_bad_fraction),
+                         where=str(root), image_size=32, crop_pct=1.0)
     if download:
         try:
             root.mkdir(parents=True, exist_ok=True)

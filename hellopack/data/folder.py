@@ -26,7 +26,7 @@ from PIL import Image
 
 from hellopack.data.convert import is_image_name, open_rgb
 from hellopack.data.names import apply_classes_file, display_name, printable
-from hellopack.data.types import ClassInfo, ImageSource, Sample
+from hellopack.data.types import ClassInfo, ImageSource, Sample, SourceMeta
 from hellopack.errors import DataPathError, HellopackError
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
@@ -144,12 +144,10 @@ class FolderSource(ImageSource):
     recipe = "folder"
     random_access = True
 
-    def __init__(self, root: Path, folders: list[bytes], classes: list[ClassInfo], *, name: str,
-                 mean: tuple[float, float, float], std: tuple[float, float, float],
-                 image_size: int | None = None, recipe: str = "folder",
-                 max_bad_fraction: float = 0.01) -> None:
+    def __init__(self, root: Path, folders: list[bytes], classes: list[ClassInfo], meta: SourceMeta,
+                 image_size: int | None = None) -> None:
         assert len(folders) == len(classes)
-        self.recipe = recipe
+        self.recipe = meta.recipe
         self.root = root
         self._folders = [os.path.join(os.fsencode(root), f) for f in folders]
         self.notes: list[str] = []
@@ -182,8 +180,8 @@ class FolderSource(ImageSource):
         self.crop_pct = crop_pct
         n = int(self._starts[-1])
         super().__init__(
-            name=name, classes=classes, image_size=image_size or natural, mean=mean, std=std,
-            where=str(root), max_bad_fraction=max_bad_fraction,
+            name=meta.name, classes=classes, image_size=image_size or natural, mean=meta.mean, std=meta.std,
+            where=str(root), max_bad_fraction=meta.max_bad_fraction,
             description=f"image folder '{root}': {len(classes)} classes, {n:,} images "
                         f"({int(counts.min())}..{int(counts.max())} per class)")
 
@@ -257,5 +255,5 @@ def open_folder(path: str | os.PathLike, *, split: str = "train", classes_file: 
     folders = class_folders(root)
     ids = [printable(f) for f in folders]
     classes = apply_classes_file([ClassInfo(i, display_name(s), s) for i, s in enumerate(ids)], classes_file)
-    return FolderSource(root, folders, classes, name=base.resolve().name or str(base), mean=FOLDER_MEAN,
-                        std=FOLDER_STD, max_bad_fraction=max_bad_fraction)
+    return FolderSource(root, folders, classes, SourceMeta(base.resolve().name or str(base), FOLDER_MEAN,
+                                                           FOLDER_STD, "folder", max_bad_fraction))

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from hellopack.data.folder import FolderSource, check_dir, class_folders, resolve_split_dir
 from hellopack.data.names import apply_classes_file, printable
-from hellopack.data.types import ClassInfo
+from hellopack.data.types import ClassInfo, SourceMeta
 from hellopack.errors import HellopackError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm.data.IMAGENET_DEFAULT_MEAN
@@ -53,5 +53,5 @@ def open_imagenet(path: str | os.PathLike, *, split: str = "train", classes_file
     classes = apply_classes_file(classes, classes_file)
     ordered = [by_name[c.source_id] for c in classes]
     name = base.resolve().name or "imagenet"
-    return FolderSource(root, ordered, classes, name=name, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                        recipe="imagenet", max_bad_fraction=max_bad_fraction)
+    return FolderSource(root, ordered, classes, SourceMeta(name, IMAGENET_MEAN, IMAGENET_STD, "imagenet",
+                                                           max_bad_fraction))

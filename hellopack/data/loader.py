@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -88,14 +89,22 @@ def train_transform(size: int, crop_pct: float) -> Callable[[Image.Image], torch
                        *to_float])
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of the data: every ``world``-th sample, starting at ``rank``."""
+
+    rank: int = 0
+    world: int = 1
+
+
 class _Batches(IterableDataset):
     """One epoch of one process; yields ("batch", x, y), then ("skips", report) or ("error", msg)."""
 
     def __init__(self, src: ImageSource, size: int, batch_size: int, train: bool, seed: int, epoch: int,
-                 rank: int, world: int, eval_resize: int | None = None) -> None:
+                 shard: Shard = Shard(), eval_resize: int | None = None) -> None:
         super().__init__()
         self.src, self.size, self.batch_size, self.train = src, size, batch_size, train
-        self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world
+        self.seed, self.epoch, self.rank, self.world = seed, epoch, shard.rank, shard.world
         self.eval_resize = eval_resize
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
@@ -168,7 +177,8 @@ class Loader:
     """
 
     def __init__(self, src: ImageSource, size: int, batch_size: int, train: bool, seed: int,
-                 num_workers: int = 0, rank: int = 0, world: int = 1, eval_resize: int | None = None) -> None:
+                 num_workers: int = 0, shard: Shard = Shard(), eval_resize: int | None = None) -> None:
+        rank, world = shard.rank, shard.world
         if size < 1 or batch_size < 1 or num_workers < 0:
             raise HellopackError(f"loader needs size >= 1, batch size >= 1 and workers >= 0 "
                                  f"(got {size}, {batch_size}, {num_workers})")
@@ -204,8 +214,8 @@ class Loader:
         return n
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        ds = _Batches(self.src, self.size, self.batch_size, self.train, self.seed, self.epoch, self.rank, self.world,
-                      self.eval_resize)
+        ds = _Batches(self.src, self.size, self.batch_size, self.train, self.seed, self.epoch,
+                      Shard(self.rank, self.world), self.eval_resize)
         self.epoch += 1
         stream: Any = iter(ds) if self.num_workers == 0 else iter(
             DataLoader(ds, batch_size=None, num_workers=self.num_workers, persistent_workers=False))
@@ -225,6 +235,5 @@ class Loader:
 
 
 def make_loader(src: ImageSource, size: int, batch_size: int, train: bool, seed: int, num_workers: int = 0,
-                rank: int = 0, world: int = 1, eval_resize: int | None = None) -> Loader:
-    return Loader(src, size, batch_size, train, seed, num_workers=num_workers, rank=rank, world=world,
-                  eval_resize=eval_resize)
+                shard: Shard = Shard(), eval_resize: int | None = None) -> Loader:
+    return Loader(src, size, batch_size, train, seed, num_workers=num_workers, shard=shard, eval_resize=eval_resize)

@@ -31,6 +31,17 @@ class ClassInfo:
 
 
 @dataclass(frozen=True)
+class SourceMeta:
+    """What a source is told besides where its images are: its name, channel statistics, recipe, bad-image limit."""
+
+    name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    recipe: str
+    max_bad_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
 class Sample:
     image: Image.Image  # RGB, 8 bit
     label: int

@@ -26,7 +26,7 @@ from PIL import Image
 
 from hellopack.data.convert import WDS_IMAGE_KEYS, BadImage, open_rgb
 from hellopack.data.folder import SMALL_IMAGE_MAX, SPLIT_DIRS, SPLIT_NAMES
-from hellopack.data.types import ClassInfo, ImageSource, Sample
+from hellopack.data.types import ClassInfo, ImageSource, Sample, SourceMeta
 from hellopack.errors import DataPathError, HellopackError
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -88,11 +88,9 @@ def shards_in_dir(folder: Path, split: str) -> list[str]:
 class WdsSource(ImageSource):
     recipe = "wds"
 
-    def __init__(self, urls: list[str], classes: list[ClassInfo], *, name: str, where: str,
-                 mean: tuple[float, float, float], std: tuple[float, float, float],
-                 image_size: int | None = None, crop_pct: float | None = None, recipe: str = "wds",
-                 max_bad_fraction: float = 0.01) -> None:
-        self.recipe = recipe
+    def __init__(self, urls: list[str], classes: list[ClassInfo], meta: SourceMeta, where: str,
+                 image_size: int | None = None, crop_pct: float | None = None) -> None:
+        self.recipe = meta.recipe
         self.urls = list(urls)
         self._local = all(not is_url(u) for u in self.urls)
         self._scan_result: tuple[int, list[int]] | None = None
@@ -103,8 +101,8 @@ class WdsSource(ImageSource):
             crop_pct = crop_pct if crop_pct is not None else (1.0 if natural else 0.875)
         self.crop_pct = crop_pct if crop_pct is not None else 0.875
         n = len(self.urls)
-        super().__init__(name=name, classes=classes, image_size=image_size, mean=mean, std=std, where=where,
-                         max_bad_fraction=max_bad_fraction,
+        super().__init__(name=meta.name, classes=classes, image_size=image_size, mean=meta.mean, std=meta.std,
+                         where=where, max_bad_fraction=meta.max_bad_fraction,
                          description=f"WebDataset '{where}': {n} shard{'s' if n != 1 else ''}, {len(classes)} classes")
 
     # ---- streaming ----------------------------------------------------------------
@@ -248,5 +246,5 @@ def open_wds(path: str | os.PathLike, *, split: str = "train", classes_file: str
         raise HellopackError("recipe 'wds' needs --classes FILE "
                              "(one class name per line, line number = the .cls index)")
     names = read_classes_file(classes_file)
-    return WdsSource(urls, classes_from_names(names), name=name, where=spec, mean=FOLDER_MEAN,
-                     std=FOLDER_STD, max_bad_fraction=max_bad_fraction)
+    return WdsSource(urls, classes_from_names(names), SourceMeta(name, FOLDER_MEAN, FOLDER_STD, "wds",
+                                                                 max_bad_fraction), where=spec)

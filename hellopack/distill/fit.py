@@ -5,9 +5,9 @@ original training set, AdamW on the LoRA factors only, cosine learning rate per 
 The training augmentation comes from ``make_loader(train=True)`` and the same augmented
 batch goes to the teachers and the projector.
 
-Resume: every ``checkpoint_every`` steps and at the end of every epoch, rank 0 writes one
-safetensors file (LoRA, AdamW moments, RNG state; the step and config key in its metadata)
-atomically. A restarted fit loads it, replays the data stream of the current epoch up to the
+Resume: every ``checkpoint_every`` steps and at the end of every epoch, rank 0 writes a
+hellopack.statefile checkpoint (LoRA, AdamW state, RNG state; the step and config key in its
+meta) atomically. A restarted fit loads it, replays the data stream of the current epoch up to the
 saved step (epoch order is a pure function of the seed and the epoch), and continues: the
 final factors are bit-identical to an uninterrupted run on the same device.
 
@@ -17,28 +17,32 @@ averaged with an all-reduce, and every rank does the same number of steps per ep
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import nn
 
-from hellopack import dist
+from hellopack import dist, statefile
 from hellopack.device import autocast
 from hellopack.errors import HellopackError
-from hellopack.fsutil import atomic_write_bytes
 from hellopack.progress import Reporter
+from hellopack.schedule import COSINE, lr_factor
+from hellopack.train.core import TrainStep
 
 CHECKPOINT = "fit-state.safetensors"
 
 LoaderFactory = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> batches
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """How batches meet the device: memory layout (channels_last on CUDA) and bf16 autocast (None: on CUDA)."""
+
+    memory_format: torch.memory_format = torch.contiguous_format
+    bf16: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class FitParams:
     lam: float
     checkpoint_every: int
     steps_per_epoch: int
+    numerics: Numerics = Numerics()
 
     @property
     def total_steps(self) -> int:
@@ -66,7 +71,7 @@ def steps_per_epoch(num_samples: int, batch_size: int, world: int) -> int:
 
 
 def cosine_lr(base: float, step: int, total: int) -> float:
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+    return base * lr_factor(COSINE, step, total)
 
 
 def fit_loss(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, lam: float) -> torch.Tensor:
@@ -84,67 +89,45 @@ class Position:
     batch: int = 0
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for i, st in opt.state_dict()["state"].items():
-        for name, value in st.items():
-            out[f"opt.{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    return out
-
-
-def save_checkpoint(path: Path, key: str, pos: Position, params: list[nn.Parameter], names: list[str],
+def save_checkpoint(path: Path, key: str, pos: Position, lora: dict[str, nn.Parameter],
                     opt: torch.optim.Optimizer) -> None:
-    """One safetensors file, written atomically: factors, AdamW moments, RNG; position in the metadata."""
-    tensors = {f"lora.{n}": p.detach().cpu().contiguous() for n, p in zip(names, params)}
-    tensors.update(_optimizer_tensors(opt))
-    tensors["rng.cpu"] = torch.get_rng_state()
+    """Through hellopack.statefile (atomic): the factors, AdamW's state, the CPU RNG; key and position in meta."""
     meta = {"key": key, "step": pos.step, "epoch": pos.epoch, "batch": pos.batch}
-    atomic_write_bytes(path, st_save(tensors, metadata={"hellopack.fit": json.dumps(meta)}))
+    statefile.save(path.parent, _state_name(path), dict(lora), opt, None, meta,
+                   extra={"rng.cpu": torch.get_rng_state()})
 
 
-def read_checkpoint(path: Path, key: str) -> tuple[Position, dict[str, torch.Tensor]] | None:
-    """(position, tensors) when ``path`` holds a checkpoint of this fit (same key), else None."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+def read_checkpoint(path: Path, key: str) -> tuple[Position, statefile.TrainingState] | None:
+    """(position, state) when ``path`` holds a checkpoint of this fit (same key), else None."""
+    if not path.is_file():
         return None
     try:
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["hellopack.fit"])
-        tensors = st_load(data)
+        state = statefile.load(path.parent, _state_name(path))
+        meta = state.meta
         pos = Position(int(meta["step"]), int(meta["epoch"]), int(meta["batch"]))
-    except (ValueError, KeyError, TypeError, SafetensorError):  # damaged or foreign: start over
+    except (HellopackError, ValueError, KeyError, TypeError):  # damaged or foreign: start over
         return None
-    return (pos, tensors) if meta.get("key") == key else None
+    return (pos, state) if meta.get("key") == key else None
 
 
-def _restore(tensors: dict[str, torch.Tensor], params: list[nn.Parameter], names: list[str],
-             opt: torch.optim.Optimizer) -> None:
+def _state_name(path: Path) -> str:
+    return path.name.removesuffix(".safetensors")
+
+
+def _restore(state: statefile.TrainingState, lora: dict[str, nn.Parameter], opt: torch.optim.Optimizer) -> None:
     with torch.no_grad():
-        for n, p in zip(names, params):
-            p.copy_(tensors[f"lora.{n}"].to(p.device, p.dtype))
-    sd = opt.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    sd["state"] = state
-    opt.load_state_dict(sd)
-    torch.set_rng_state(tensors["rng.cpu"])
+        for n, p in lora.items():
+            p.copy_(state.model[n].to(p.device, p.dtype))
+    opt.load_state_dict(state.optimizer)
+    torch.set_rng_state(state.extra["rng.cpu"])
 
 
-def _broadcast_checkpoint(found: tuple[Position, dict[str, torch.Tensor]] | None,
-                          ) -> tuple[Position, dict[str, torch.Tensor]] | None:
+def _broadcast_checkpoint(found: tuple[Position, statefile.TrainingState] | None,
+                          ) -> tuple[Position, statefile.TrainingState] | None:
     """Rank 0 read the checkpoint; every rank needs it (the work directory need not be shared)."""
     if not dist.current().enabled:
         return found
-    payload = None if found is None else (found[0], {k: v.numpy() for k, v in found[1].items()})
-    payload = dist.broadcast_object(payload if dist.current().is_main else None)
-    if payload is None:
-        return None
-    pos, arrays = payload  # type: ignore[misc]
-    return pos, {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+    return dist.broadcast_object(found if dist.current().is_main else None)  # type: ignore[return-value]
 
 
 def _average_gradients(params: list[nn.Parameter], world: int) -> None:
@@ -171,17 +154,17 @@ def _all_have_batch(has: bool) -> bool:
 # ---- the fit --------------------------------------------------------------------------------
 
 def fit_projector(projector: nn.Module, teachers: nn.Module, batches_for_epoch: LoaderFactory, params: FitParams,
-                  ckpt_dir: Path, key: str, device: torch.device, reporter: Reporter,
-                  memory_format: torch.memory_format = torch.contiguous_format,
-                  bf16: bool | None = None) -> dict[str, Any]:
+                  ckpt_dir: Path, key: str, device: torch.device, reporter: Reporter) -> dict[str, Any]:
     """Train the LoRA factors of ``projector`` in place; returns {"steps", "final_loss", "resumed_from"}.
 
     ``projector`` must offer ``trainable_parameters()`` and ``lora_modules()`` (hellopack Projector);
     ``params.steps_per_epoch`` plans the cosine schedule (an epoch ends early if the data does).
     """
     info = dist.current()
+    memory_format, bf16 = params.numerics.memory_format, params.numerics.bf16
     train_params: list[nn.Parameter] = list(projector.trainable_parameters())
     names = [f"{n}.{k}" for n, m in projector.lora_modules().items() for k in ("lora_A", "lora_B")]
+    lora = dict(zip(names, train_params))
     for p in train_params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(train_params, lr=params.lr, weight_decay=params.weight_decay)
@@ -193,10 +176,22 @@ def fit_projector(projector: nn.Module, teachers: nn.Module, batches_for_epoch: 
     pos = Position()
     if found is not None:
         pos, tensors = found
-        _restore(tensors, train_params, names, opt)
+        _restore(tensors, lora, opt)
         reporter.info(f"fit: resuming at step {pos.step} (epoch {pos.epoch + 1}, batch {pos.batch})")
 
     projector.train()  # the Projector keeps its frozen image tower in eval mode itself
+
+    def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x = batch[0].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        y = batch[1].to(device, non_blocking=True)
+        with autocast(device, bf16):
+            target = teachers(x).float()
+            logits = projector(x).float()
+        return fit_loss(logits, target, y, params.lam)
+
+    train_step = TrainStep(opt, loss_fn, lr=lambda step: cosine_lr(params.lr, step, params.total_steps),
+                           sync_grads=(lambda: _average_gradients(train_params, info.world_size))
+                           if info.enabled else None)
     last_loss = float("nan")
     step = pos.step
     with reporter.stage("fit projector", total=params.total_steps, unit="step") as bar:
@@ -214,26 +209,13 @@ def fit_projector(projector: nn.Module, teachers: nn.Module, batches_for_epoch: 
                 i += 1
                 if i <= skip:  # replayed: already trained before the restart
                     continue
-                x = batch[0].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                y = batch[1].to(device, non_blocking=True)
-                for group in opt.param_groups:
-                    group["lr"] = cosine_lr(params.lr, step, params.total_steps)
-                with autocast(device, bf16):
-                    target = teachers(x).float()
-                    logits = projector(x).float()
-                loss = fit_loss(logits, target, y, params.lam)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if info.enabled:
-                    _average_gradients(train_params, info.world_size)
-                opt.step()
+                last_loss = train_step(batch, step)
                 step += 1
-                last_loss = float(loss.detach())
                 bar.advance(1, loss=round(last_loss, 4), epoch=epoch + 1)
                 if info.is_main and step % params.checkpoint_every == 0:
-                    save_checkpoint(ckpt, key, Position(step, epoch, i), train_params, names, opt)
+                    save_checkpoint(ckpt, key, Position(step, epoch, i), lora, opt)
             if info.is_main:
-                save_checkpoint(ckpt, key, Position(step, epoch + 1, 0), train_params, names, opt)
+                save_checkpoint(ckpt, key, Position(step, epoch + 1, 0), lora, opt)
     projector.eval()
     for p in train_params:
         p.requires_grad_(False)
@@ -243,13 +225,13 @@ def fit_projector(projector: nn.Module, teachers: nn.Module, batches_for_epoch: 
 @torch.no_grad()
 def fidelity(projector: nn.Module, teachers: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
              device: torch.device, reporter: Reporter, total: int | None = None,
-             memory_format: torch.memory_format = torch.contiguous_format, bf16: bool | None = None,
-             reduce: bool = True) -> dict[str, Any]:
+             numerics: Numerics = Numerics(), reduce: bool = True) -> dict[str, Any]:
     """Agreement of projector and teacher-mean top-1, mean KL(teacher || projector), both top-1s.
 
     Sums are all-reduced, so under torchrun every rank passes its own shard of held-out images;
     ``reduce=False`` when one process alone measures all of them (the others would never join).
     """
+    memory_format, bf16 = numerics.memory_format, numerics.bf16
     projector.eval()
     sums = torch.zeros(5, dtype=torch.float64)  # images, agree, kl, projector correct, teacher correct
     with reporter.stage("fidelity", total=total, unit="img") as bar:
@@ -275,4 +257,4 @@ def fidelity(projector: nn.Module, teachers: nn.Module, batches: Iterable[tuple[
             "images": n}
 
 
-__all__ = ["FitParams", "fit_projector", "fidelity", "steps_per_epoch", "cosine_lr", "fit_loss", "CHECKPOINT"]
+__all__ = ["FitParams", "Numerics", "fit_projector", "fidelity", "steps_per_epoch", "cosine_lr", "fit_loss", "CHECKPOINT"]

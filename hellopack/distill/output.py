@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -67,10 +68,26 @@ def dataset_record(name: str, recipe: str, data_dir: str | None, train_images: i
             "train_images": int(train_images)}
 
 
-def manifest(*, dataset: Mapping[str, Any], classes: Sequence[Any], images: Mapping[str, Any],
-             base: Any, lora: Mapping[str, Any], recipe: Mapping[str, Any], seed: int,
-             build: Mapping[str, Any], fidelity: Mapping[str, Any] | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ManifestParts:
+    """What the build knows for the manifest; ``base`` is the hellopack.models.base BaseModel."""
+
+    dataset: Mapping[str, Any]
+    classes: Sequence[Any]
+    images: Mapping[str, Any]
+    base: Any
+    lora: Mapping[str, Any]
+    recipe: Mapping[str, Any]
+    seed: int
+    build: Mapping[str, Any]
+    fidelity: Mapping[str, Any] | None
+
+
+def manifest(parts: ManifestParts) -> dict[str, Any]:
     """The format-v1 manifest (docs/ARCHITECTURE.md) without the writer's own keys."""
+    p = parts
+    dataset, classes, images, base, lora = p.dataset, p.classes, p.images, p.base, p.lora
+    recipe, seed, build, fidelity = p.recipe, p.seed, p.build, p.fidelity
     return {
         "dataset": dict(dataset),
         "classes": [{"index": c.index, "name": c.name, "source_id": c.source_id} for c in classes],

@@ -12,37 +12,31 @@ scoring, finishes the update and the archive while the other processes return.
 
 from __future__ import annotations
 
-import errno
-import glob
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-import numpy as np
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from hellopack import dist
 from hellopack.distill.checks import fidelity_warnings
 from hellopack.distill.config import BuildConfig
-from hellopack.distill.output import build_record, dataset_record, encode_png, image_key, manifest, prompts_json, write_archive
-from hellopack.distill.select import (Candidates, Chosen, CropSpec, check_class_size, drawn, extract_crops, first_per_class, merge_candidates,
-                                    patch_layout, score_stream, stitch)
+from hellopack.distill.output import (ManifestParts, build_record, dataset_record, encode_png, image_key, manifest,
+                                      prompts_json, write_archive)
+from hellopack.distill.crops import CropStages
+from hellopack.distill.select import check_class_size
 from hellopack.distill.splits import Splits, open_splits
-from hellopack.distill.stages import WorkDir, stage_key
-from hellopack.distill.update import initial_patches, update_patches
-from hellopack.device import autocast, memory_format, resolve_device
+from hellopack.distill.inputs import AugmentInputs, FitInputs, RefineInputs, ScanInputs, TeachersInputs
+from hellopack.distill.images import DistilledImages
+from hellopack.distill.stages import WorkDir
+from hellopack.distill.workfiles import check_output, file_identity, read_tensors, remove_stale_temporaries
+from hellopack.device import memory_format
 from hellopack.errors import HellopackError
 from hellopack.fsutil import atomic_write_bytes
 from hellopack.progress import NULL, Reporter
 
 LORA_FILE = "lora.safetensors"
-CROPS_FILE = "crops.npy"
-PATCHES_FILE = "patches.npy"
 
 
 def build(cfg: BuildConfig, reporter: Reporter = NULL) -> Path:
@@ -52,18 +46,8 @@ def build(cfg: BuildConfig, reporter: Reporter = NULL) -> Path:
     caller has not done so. Processes other than rank 0 return once their share of the
     work is done; only rank 0 writes.
     """
-    import torch.distributed as tdist
-
-    device = resolve_device(cfg.device)
-    joined = dist.launched_by_torchrun() and not (tdist.is_available() and tdist.is_initialized())
-    info = dist.init(device)
-    if device.type == "cuda" and info.enabled:
-        device = torch.device("cuda", info.local_rank)
-    try:
+    with dist.session(cfg.device) as (device, info):
         return _Build(cfg, reporter if info.is_main else NULL, device, info).run()
-    finally:
-        if joined:
-            dist.cleanup()
 
 
 @dataclass
@@ -73,7 +57,7 @@ class _Projector:
     templates: list[str]
 
 
-class _Build:
+class _Build(CropStages):
     def __init__(self, cfg: BuildConfig, reporter: Reporter, device: torch.device, info: dist.DistInfo) -> None:
         self.cfg, self.rep, self.device, self.info = cfg, reporter, device, info
         self.mf = memory_format(device)
@@ -104,9 +88,9 @@ class _Build:
         created = False
         try:
             if self.info.is_main:
-                _check_output(Path(self.cfg.out))
+                check_output(Path(self.cfg.out))
                 created = self.wd.create()
-                _remove_stale_temporaries(Path(self.cfg.out))
+                remove_stale_temporaries(Path(self.cfg.out))
             return self._run()
         except HellopackError:
             if created:
@@ -133,7 +117,7 @@ class _Build:
             check_class_size(name, index, min(count, cfg.n_real), k, cfg.allow_short)  # fail before the fit
         specs, teachers_key = self.teachers(scan_key)
         proj = self.projector(splits)
-        fit_key = stage_key("fit", self._fit_parts(proj), teachers_key)
+        fit_key = self._fit_inputs(proj).key(teachers_key)
         fidelity = self.fit(proj, splits, scan, specs, size, fit_key)
         chosen, select_key = self.select(proj, splits, specs, size, factor, k, fit_key)
         if not self.info.is_main:
@@ -145,11 +129,10 @@ class _Build:
 
     def scan(self, splits: Splits) -> tuple[dict[str, Any], str]:
         cfg = self.cfg
-        parts = {"recipe": cfg.recipe, "data_dir": cfg.data_dir, "classes_file": cfg.classes_file,
-                 "synthetic": cfg.to_dict()["synthetic"], "image_size": cfg.image_size,
-                 "max_bad_fraction": cfg.max_bad_fraction, "val_fraction": cfg.val_fraction,
-                 "max_images": cfg.max_images, "fidelity_images": cfg.fidelity_images}
-        key = stage_key("scan", parts)
+        key = ScanInputs(recipe=cfg.recipe, data_dir=cfg.data_dir, classes_file=cfg.classes_file,
+                         synthetic=cfg.to_dict()["synthetic"], image_size=cfg.image_size,
+                         max_bad_fraction=cfg.max_bad_fraction, val_fraction=cfg.val_fraction,
+                         max_images=cfg.max_images, fidelity_images=cfg.fidelity_images).key()
         done = self._done("scan", key)
         if done is not None:
             return done, key
@@ -176,8 +159,8 @@ class _Build:
         from hellopack.distill.teachers import resolve_specs
 
         specs = resolve_specs(self.cfg.teachers, self.cfg.teachers_dir)
-        ids = self._shared([_file_identity(s) for s in specs] if self.info.is_main else None)
-        key = stage_key("teachers", {"specs": ids}, scan_key)
+        ids = self._shared([file_identity(s) for s in specs] if self.info.is_main else None)
+        key = TeachersInputs(specs=ids).key(scan_key)
         if self.info.is_main and self.wd.done("teachers", key) is None:
             self.wd.mark("teachers", key, {"specs": specs, "files": ids})
         return specs, key
@@ -202,24 +185,24 @@ class _Build:
         model = model.to(device=self.device, memory_format=self.mf).eval()
         return _Projector(base, model, templates)
 
-    def _fit_parts(self, proj: _Projector) -> dict[str, Any]:
+    def _fit_inputs(self, proj: _Projector) -> FitInputs:
         c = self.cfg
-        return {"base": proj.base.name, "fingerprint": proj.base.fingerprint, "templates": proj.templates,
-                "rank_encoder": c.rank_encoder, "rank_head": proj.model.rank_head, "alpha": c.alpha,
-                "epochs": c.fit_epochs, "lr": c.fit_lr, "weight_decay": c.fit_weight_decay,
-                "batch_size": c.fit_batch_size, "lam": c.lam, "seed": c.seed, "world": self.info.world_size}
+        return FitInputs(base=proj.base.name, fingerprint=proj.base.fingerprint, templates=proj.templates,
+                         rank_encoder=c.rank_encoder, rank_head=proj.model.rank_head, alpha=c.alpha,
+                         epochs=c.fit_epochs, lr=c.fit_lr, weight_decay=c.fit_weight_decay,
+                         batch_size=c.fit_batch_size, lam=c.lam, seed=c.seed, world=self.info.world_size)
 
     def fit(self, proj: _Projector, splits: Splits, scan: dict[str, Any], specs: list[str], size: int,
             key: str) -> dict[str, Any] | None:
-        from hellopack.distill.fit import FitParams, fidelity, fit_projector, steps_per_epoch
+        from hellopack.distill.fit import FitParams, Numerics, fidelity, fit_projector, steps_per_epoch
         from hellopack.distill.teachers import load_ensemble
-        from hellopack.data import make_loader
+        from hellopack.data import Shard, make_loader
 
         cfg, info = self.cfg, self.info
         fit_dir = self.wd.stage_dir("fit") if info.is_main else self.wd.root / "fit"
         done = self._done("fit", key)
         if done is not None:
-            state = self._shared(_read_tensors(fit_dir / LORA_FILE) if info.is_main else None)
+            state = self._shared(read_tensors(fit_dir / LORA_FILE) if info.is_main else None)
             proj.model.load_lora_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
             self.rep.info("fit: done earlier, reusing the fitted projector")
             return done.get("fidelity")
@@ -229,19 +212,20 @@ class _Build:
         n = splits.train_count() or min(scan["train_images"], cfg.max_images or scan["train_images"])
         params = FitParams(epochs=cfg.fit_epochs, lr=cfg.fit_lr, weight_decay=cfg.fit_weight_decay,
                            batch_size=cfg.fit_batch_size, lam=cfg.lam, checkpoint_every=cfg.fit_checkpoint_every,
-                           steps_per_epoch=steps_per_epoch(int(n), cfg.fit_batch_size, info.world_size))
+                           steps_per_epoch=steps_per_epoch(int(n), cfg.fit_batch_size, info.world_size),
+                           numerics=Numerics(self.mf))
         loader = make_loader(splits.train, size, cfg.fit_batch_size, train=True, seed=cfg.seed,
-                             num_workers=cfg.workers, rank=info.rank, world=info.world_size)
+                             num_workers=cfg.workers, shard=Shard(info.rank, info.world_size))
 
         def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             loader.set_epoch(epoch)
             return iter(loader)
 
-        result = fit_projector(proj.model, teachers, batches, params, fit_dir, key, self.device, self.rep, self.mf)
+        result = fit_projector(proj.model, teachers, batches, params, fit_dir, key, self.device, self.rep)
         evals = make_loader(splits.eval, size, cfg.eval_batch_size, train=False, seed=cfg.seed,
-                            num_workers=cfg.workers, rank=info.rank, world=info.world_size)
+                            num_workers=cfg.workers, shard=Shard(info.rank, info.world_size))
         report = fidelity(proj.model, teachers, evals, self.device, self.rep, total=splits.eval.num_samples,
-                          memory_format=self.mf)
+                          numerics=Numerics(self.mf))
         report["eval"] = splits.eval_kind
         if info.is_main:
             tensors = {k: v.cpu().contiguous() for k, v in proj.model.lora_state_dict().items()}
@@ -254,112 +238,10 @@ class _Build:
                 self.rep.warn(warning)
         return report
 
-    def select(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int, k: int,
-               fit_key: str) -> tuple[Chosen, str]:
-        from hellopack.distill.teachers import load_ensemble
-
-        cfg, info = self.cfg, self.info
-        full = splits.full
-        spec = CropSpec(size=size, m_crops=cfg.m_crops, scale=tuple(cfg.crop_scale), seed=cfg.seed, factor=factor,
-                        fill=full.mean)
-        parts = {"ipc": cfg.ipc, "factor": factor, "size": size, "n_real": cfg.n_real, "m_crops": cfg.m_crops,
-                 "crop_scale": list(cfg.crop_scale), "seed": cfg.seed, "allow_short": cfg.allow_short,
-                 "observer": cfg.observer, "draw": "rded"}
-        key = stage_key("select", parts, fit_key)
-        done = self._done("select", key)
-        if done is not None:
-            return Chosen.from_json(done["chosen"]), key
-
-        names = [c.name for c in full.classes]
-        counts = full.count_per_class()
-        expect = sum(min(cfg.n_real, c) for c in counts) if counts else None
-        if cfg.observer == "teacher":  # paper Eq. 6: the mean of the weak teachers' logits
-            scorer: Any = load_ensemble(specs, len(names), size, full.mean, full.std, self.device, self.mf)
-        else:
-            scorer = proj.model
-
-        def observer(x: torch.Tensor) -> torch.Tensor:
-            with autocast(self.device):
-                return scorer(x)
-
-        if info.is_main:
-            self.rep.info(f"select: {cfg.observer} scores {cfg.m_crops} crops of {cfg.n_real} random images per class"
-                          + ("" if full.random_access else " (streaming source: drawn by seeded shard order)"))
-        with self.rep.stage("select: score crops", total=expect, unit="img") as bar:
-            items = first_per_class(drawn(full, cfg.seed, info.rank, info.world_size), len(names), cfg.n_real)
-            cands = score_stream(observer, items, spec, cfg.eval_batch_size, self.device, self.mf,
-                                 on_images=lambda n: bar.advance(n * info.world_size))
-        merged = Candidates.concat(dist.all_gather_objects(cands)) if info.enabled else cands
-        if not info.is_main:
-            return Chosen([], [], []), key
-        chosen = merge_candidates(merged, names, cfg.n_real, k, cfg.allow_short, info=self.rep.info)
-
-        sel_dir = self.wd.stage_dir("select")
-        tmp = sel_dir / f".{CROPS_FILE}.partial"
-        crops = _open_memmap(tmp, "w+", (chosen.total(), 3, size, size), sel_dir / CROPS_FILE)
-        with self.rep.stage("select: extract crops", total=len({x for ks in chosen.key for x in ks}),
-                            unit="img") as bar:
-            extract_crops(((key, image) for _, _, key, image in drawn(full, cfg.seed)), chosen, spec,
-                          _slot_writer(crops), on_image=bar.advance)
-        crops.flush()
-        del crops  # unmap before the rename
-        os.replace(tmp, sel_dir / CROPS_FILE)
-        self.wd.mark("select", key, {"chosen": chosen.to_json()})
-        return chosen, key
-
-    def update(self, proj: _Projector, size: int, factor: int, chosen: Chosen,
-               select_key: str) -> tuple[np.ndarray, str]:
-        cfg = self.cfg
-        do = cfg.update and factor > 1 and cfg.update_steps > 0
-        parts = {"update": do, "steps": cfg.update_steps if do else 0, "lr": cfg.update_lr if do else 0}
-        key = stage_key("update", parts, select_key)
-        up_dir = self.wd.stage_dir("update")
-        final = up_dir / PATCHES_FILE
-        if self._reuse("update", self.wd.done("update", key)) is not None:
-            return np.load(final, mmap_mode="r"), key
-        crops = np.load(self.wd.root / "select" / CROPS_FILE, mmap_mode="r")
-        n, s = crops.shape[0], size // factor
-        if cfg.update and factor == 1:
-            self.rep.info("image update skipped: with factor 1 each stored patch is its full-resolution crop")
-        # Chunks are independent (one Adam per patch batch): a restarted update continues after the last chunk.
-        tmp = up_dir / f".{PATCHES_FILE}.partial"
-        progress = up_dir / "progress.json"
-        start = 0
-        try:
-            state = json.loads(progress.read_text())
-            if state.get("key") == key and tmp.is_file():
-                start = int(state["done"])
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            start = 0
-        patches = _open_memmap(tmp, "r+" if start else "w+", (n, 3, s, s), final)
-
-        def features(x: torch.Tensor) -> torch.Tensor:
-            with autocast(self.device):
-                return proj.model.image_features(x)
-
-        bs = cfg.eval_batch_size
-        with self.rep.stage("update images" if do else "downsample patches", total=n, unit="patch") as bar:
-            bar.advance(start)
-            for lo in range(start, n, bs):
-                chunk = torch.from_numpy(np.array(crops[lo:lo + bs]))
-                if do:
-                    out = update_patches(features, chunk, factor, cfg.update_steps, cfg.update_lr, self.device)
-                else:
-                    out = initial_patches(chunk, factor)
-                patches[lo:lo + len(chunk)] = out.numpy()
-                patches.flush()
-                atomic_write_bytes(progress, json.dumps({"key": key, "done": lo + len(chunk)}).encode())
-                bar.advance(len(chunk))
-        del patches
-        os.replace(tmp, final)
-        progress.unlink(missing_ok=True)
-        self.wd.mark("update", key, {"patches": n, "updated": do})
-        return np.load(final, mmap_mode="r"), key
-
     def refine(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int,
-               images: "DistilledImages", update_key: str, fit_key: str) -> dict[str, Any] | None:
+               images: DistilledImages, update_key: str, fit_key: str) -> dict[str, Any] | None:
         """Optional: continue the LoRA fit on the archive's own training views; returns the new fidelity."""
-        from hellopack.distill.fit import fidelity
+        from hellopack.distill.fit import Numerics, fidelity
         from hellopack.distill.refine import RefineParams, refine_projector
         from hellopack.distill.teachers import load_ensemble
         from hellopack.data import make_loader
@@ -376,17 +258,15 @@ class _Build:
         aug = AugmentConfig(size=size, num_classes=len(splits.full.classes), crop_scale=tuple(recipe["crop_scale"]),
                             factor=factor, patch_shuffle=recipe["patch_shuffle"], mix=recipe["mix"],
                             mix_alpha=recipe["mix_alpha"])
-        parts = {"steps": params.steps, "lr": params.lr, "weight_decay": params.weight_decay,
-                 "batch_size": params.batch_size, "lam": params.lam, "seed": params.seed,
-                 "augment": {"crop_scale": list(aug.crop_scale), "factor": factor,
-                             "patch_shuffle": aug.patch_shuffle, "shuffle": aug.shuffle, "mix": aug.mix,
-                             "mix_alpha": aug.mix_alpha},
-                 "fit": fit_key}
-        key = stage_key("refine", parts, update_key)
+        augment = AugmentInputs(crop_scale=list(aug.crop_scale), factor=factor, patch_shuffle=aug.patch_shuffle,
+                                shuffle=aug.shuffle, mix=aug.mix, mix_alpha=aug.mix_alpha)
+        key = RefineInputs(steps=params.steps, lr=params.lr, weight_decay=params.weight_decay,
+                           batch_size=params.batch_size, lam=params.lam, seed=params.seed, augment=augment,
+                           fit=fit_key).key(update_key)
         ref_dir = self.wd.stage_dir("refine")
         done = self._reuse("refine", self.wd.done("refine", key))
         if done is not None:
-            state = _read_tensors(ref_dir / LORA_FILE)
+            state = read_tensors(ref_dir / LORA_FILE)
             proj.model.load_lora_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
             which = "refined" if done.get("kept", "refined") == "refined" else "fitted"
             self.rep.info(f"refine: done earlier, reusing the {which} projector")
@@ -409,7 +289,7 @@ class _Build:
         evals = make_loader(splits.eval, size, cfg.eval_batch_size, train=False, seed=cfg.seed,
                             num_workers=cfg.workers)
         report = fidelity(proj.model, teachers, evals, self.device, self.rep, total=splits.eval.num_samples,
-                          memory_format=self.mf, reduce=False)
+                          numerics=Numerics(self.mf), reduce=False)
         report.update(eval=splits.eval_kind, **{k: result[k] for k in ("views_agreement_before",
                                                                       "views_agreement_after")})
         self.wd.mark("refine", key, {"fidelity": report, **result})
@@ -418,7 +298,7 @@ class _Build:
                       f"{report['agreement']:.1%}, projector top-1 {report['projector_top1']:.1%}")
         return report
 
-    def write(self, out: Path, splits: Splits, scan: dict[str, Any], proj: _Projector, distilled: "DistilledImages",
+    def write(self, out: Path, splits: Splits, scan: dict[str, Any], proj: _Projector, distilled: DistilledImages,
               size: int, factor: int, fidelity: dict[str, Any] | None) -> Path:
         cfg = self.cfg
         self._reuse("write", None)  # every stage before it was done earlier: say so now
@@ -426,7 +306,7 @@ class _Build:
         base = proj.base
         fid = None if fidelity is None else {k: fidelity[k] for k in
                                              ("agreement", "kl", "projector_top1", "teacher_top1", "images", "eval")}
-        m = manifest(
+        m = manifest(ManifestParts(
             dataset=dataset_record(cfg.dataset_name or full.name, cfg.recipe, cfg.data_dir, scan["train_images"]),
             classes=full.classes,
             images={"count": len(distilled), "ipc": cfg.ipc, "factor": factor, "size": size, "format": "png",
@@ -434,7 +314,7 @@ class _Build:
             base=base,
             lora=proj.model.lora_layout(cfg.lora_dtype).to_manifest(),
             recipe=cfg.train_recipe(factor, size, len(full.classes), len(distilled)),
-            seed=cfg.seed, build=build_record(cfg.to_dict()), fidelity=fid)
+            seed=cfg.seed, build=build_record(cfg.to_dict()), fidelity=fid))
         lora = {k: v.detach().cpu().float().numpy() for k, v in proj.model.lora_state_dict().items()}
 
         def images() -> Iterator[tuple[str, int, bytes]]:
@@ -460,92 +340,3 @@ def _held_out(splits: Splits) -> str:
     if splits.eval_kind == "test":
         return f"{count}test image{'s' if n != 1 else ''}"
     return f"{count}training image{'s' if n != 1 else ''}, set aside (the data has no test split)"
-
-
-class DistilledImages:
-    """The archive's images, stitched from the (memory-mapped) patches on demand: an ImageNet
-    IPC-50 build holds 50,000 of them, so they are never all in memory at once."""
-
-    def __init__(self, chosen: Chosen, patches: np.ndarray, ipc: int, factor: int) -> None:
-        labels, self.slots = patch_layout(chosen, ipc, factor)
-        self.labels = torch.tensor(labels, dtype=torch.long)
-        self.patches, self.factor = patches, factor
-
-    def __len__(self) -> int:
-        return len(self.slots)
-
-    def image(self, i: int) -> torch.Tensor:
-        """uint8 [3,S,S]: exactly the pixels the archive stores (PNG is lossless)."""
-        return stitch(torch.from_numpy(np.array(self.patches[self.slots[i]])), self.factor)
-
-    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.image(int(i)) for i in idx])
-
-
-def _file_identity(spec: str) -> list[Any]:
-    """A teacher spec plus, for checkpoint files, their size and sha256 (a retrained file invalidates the fit)."""
-    _, _, rest = spec.partition(":")
-    path = Path(rest).expanduser()
-    if not path.is_file():
-        return [spec]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return [spec.partition(":")[0], path.stat().st_size, h.hexdigest()]
-
-
-def _read_tensors(path: Path) -> dict[str, np.ndarray]:
-    try:
-        return {k: v.numpy() for k, v in st_load(path.read_bytes()).items()}
-    except FileNotFoundError:
-        raise HellopackError(f"work directory is missing '{path}'; delete '{path.parent.parent}' and rerun") from None
-
-
-def _open_memmap(path: Path, mode: str, shape: tuple[int, ...], final: Path) -> np.ndarray:
-    """A uint8 .npy memory map with its disk blocks reserved up front.
-
-    A sparse memory-mapped file that the disk cannot back kills the process with SIGBUS on
-    the first write into it; reserving the blocks turns a full disk into ENOSPC here.
-    """
-    try:
-        arr = np.lib.format.open_memmap(path, mode=mode, dtype=np.uint8, shape=shape)
-        if hasattr(os, "posix_fallocate"):
-            with open(path, "r+b") as f:
-                try:
-                    os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-                except OSError as e:
-                    if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):  # those: cannot reserve here
-                        raise
-    except OSError as e:
-        if mode == "w+":
-            path.unlink(missing_ok=True)
-        raise HellopackError(f"cannot write '{final}': {e.strerror or e}; "
-                             "free space or pass another --workdir") from None
-    return arr
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete ``.<archive name>.<random>.tmp`` files beside ``out``: archive writes cut short by a kill."""
-    parent = out.parent if str(out.parent) else Path(".")
-    for tmp in parent.glob(glob.escape(f".{out.name}.") + "*.tmp"):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-
-
-def _check_output(out: Path) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise HellopackError(f"output folder '{parent}' does not exist; create it or choose another --out")
-    if not os.access(parent, os.W_OK):
-        raise HellopackError(f"output folder '{parent}' is not writable; choose another --out")
-    if out.is_dir():
-        raise HellopackError(f"--out '{out}' is a folder; name the archive file, e.g. {out / 'data.hellopack'}")
-
-
-def _slot_writer(out: np.ndarray) -> Callable[[int, torch.Tensor], None]:
-    """extract_crops' sink: crop tensors into their slots of the (memory-mapped) crops array."""
-    def write(slot: int, crop: torch.Tensor) -> None:
-        out[slot] = crop.numpy()
-
-    return write

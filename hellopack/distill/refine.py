@@ -28,7 +28,9 @@ from torch import nn
 
 from hellopack.device import autocast
 from hellopack.progress import Reporter
+from hellopack.schedule import COSINE, lr_factor
 from hellopack.train.augment import Augmenter, AugmentConfig, step_generator
+from hellopack.train.core import TrainStep, run_steps
 
 HELD_OUT_SEED_OFFSET = 1_000_003  # views for the before/after agreement: never the training views
 
@@ -93,28 +95,34 @@ def refine_projector(projector: nn.Module, teachers: nn.Module, images: torch.Te
         p.requires_grad_(True)
     opt = torch.optim.AdamW(train_params, lr=params.lr, weight_decay=params.weight_decay)
     projector.train()
-    last = float("nan")
-    done = 0
+
+    def views(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = _batch(images, labels, params.batch_size, params.seed, step)
+        x, hard = augment(images[idx], labels[idx], step_generator(params.seed, step))
+        return x.to(device), hard.to(device)
+
+    def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, hard = batch
+        with autocast(device):
+            with torch.no_grad():
+                target = teachers(x).float()
+            logits = projector(x).float()
+        return F.mse_loss(logits, target) + params.lam * soft_cross_entropy(logits, hard)
+
+    losses: list[float] = []
+
+    def diverged(step: int, value: float) -> None:  # no later step can be trusted: stop here
+        losses.append(value)
+
+    train_step = TrainStep(opt, loss_fn, lr=lambda step: params.lr * lr_factor(COSINE, step, params.steps),
+                           diverged=diverged)  # cosine to zero, like the fit
     with reporter.stage("refine projector on the archive's views", total=params.steps, unit="step") as bar:
-        for step in range(params.steps):
-            idx = _batch(images, labels, params.batch_size, params.seed, step)
-            x, hard = augment(images[idx], labels[idx], step_generator(params.seed, step))
-            x, hard = x.to(device), hard.to(device)
-            for group in opt.param_groups:  # cosine to zero, like the fit
-                group["lr"] = params.lr * 0.5 * (1.0 + math.cos(math.pi * step / params.steps))
-            with autocast(device):
-                with torch.no_grad():
-                    target = teachers(x).float()
-                logits = projector(x).float()
-            loss = F.mse_loss(logits, target) + params.lam * soft_cross_entropy(logits, hard)
-            last = float(loss.detach())
-            if not math.isfinite(last):  # diverged: no later step can be trusted
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done = step + 1
-            bar.advance(1, loss=round(last, 4))
+        def on_step(step: int, value: float) -> None:
+            losses.append(value)
+            bar.advance(1, loss=round(value, 4))
+
+        done = run_steps(train_step, ((step, views(step)) for step in range(params.steps)), on_step)
+    last = losses[-1] if losses else float("nan")
     projector.eval()
     for p in train_params:
         p.requires_grad_(False)

@@ -52,11 +52,13 @@ class Splits:
         return self.train.num_samples
 
 
-def open_splits(recipe: str, data_dir: str | None, *, classes_file: str | None = None, download: bool = False,
-                max_bad_fraction: float = 0.01, synthetic: Any = None, val_fraction: float = 0.02,
-                max_images: int | None = None, eval_images: int | None = None) -> Splits:
-    """``max_images``: train on the first N training images only; ``eval_images``: hold out at most N."""
-    kw = dict(classes_file=classes_file, download=download, max_bad_fraction=max_bad_fraction, synthetic=synthetic)
+def open_splits(recipe: str, data_dir: str | None, *, val_fraction: float = 0.02, max_images: int | None = None,
+                eval_images: int | None = None, **source: Any) -> Splits:
+    """``max_images``: train on the first N training images only; ``eval_images``: hold out at most N.
+
+    ``source``: open_source's options for both splits (classes_file, download, max_bad_fraction, synthetic).
+    """
+    kw = dict(source)
     full = open_source(recipe, data_dir, split="train", **kw)
     try:
         held = open_source(recipe, data_dir, split="val", **kw)

@@ -119,6 +119,3 @@ class WorkDir:
     def mark(self, stage: str, key: str, result: Mapping[str, Any]) -> None:
         data = json.dumps({"stage": stage, "key": key, "result": result}, sort_keys=True, indent=1)
         atomic_write_bytes(self.marker_path(stage), data.encode("utf-8"))
-
-    def forget(self, stage: str) -> None:
-        self.marker_path(stage).unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from hellopack.device import autocast, memory_format, resolve_device
 from hellopack.errors import HellopackError
 from hellopack.fsutil import atomic_write_bytes
 from hellopack.progress import NULL, Reporter
+from hellopack.train.core import TrainStep, run_steps
 
 TRAJECTORY = "trajectory.json"
 CIFAR_STEM = ("resnet18", "resnet34", "resnet50")
@@ -115,21 +116,21 @@ def teach(cfg: TeachConfig, reporter: Reporter = NULL) -> dict[str, Any]:
         "classes": [c.name for c in src.classes], "dataset": {"recipe": cfg.recipe, "name": src.name},
         "eval": splits.eval_kind, "checkpoints": [],
     }
+
+    def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x = batch[0].to(device).contiguous(memory_format=mf)
+        y = batch[1].to(device)
+        with autocast(device):
+            return F.cross_entropy(model(x).float(), y)
+
+    train_step = TrainStep(opt, loss_fn, scheduler=_Capped(sched, total))
+    step = 0
     with reporter.stage(f"teach {arch}", total=total, unit="step") as bar:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             loader.set_epoch(epoch)
-            for x, y in loader:
-                x = x.to(device).contiguous(memory_format=mf)
-                y = y.to(device)
-                with autocast(device):
-                    loss = F.cross_entropy(model(x).float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched.last_epoch < total:
-                    sched.step()
-                bar.advance(1, loss=float(loss.detach()), epoch=epoch)
+            step += run_steps(train_step, enumerate(loader, start=step),
+                              lambda _, value: bar.advance(1, loss=value, epoch=epoch))
             if epoch in kept:
                 top1 = evaluate(model, splits, size, cfg, device)
                 name = f"{arch}-epoch{epoch:03d}.safetensors"
@@ -139,6 +140,17 @@ def teach(cfg: TeachConfig, reporter: Reporter = NULL) -> dict[str, Any]:
                 atomic_write_bytes(out / TRAJECTORY, json.dumps(trajectory, indent=1).encode("utf-8"))
                 reporter.info(f"teach: epoch {epoch} kept, held-out top-1 {top1:.2%}")
     return trajectory
+
+
+class _Capped:
+    """The cosine stops at ``total`` steps: an epoch with more batches than planned keeps the last lr."""
+
+    def __init__(self, scheduler: Any, total: int) -> None:
+        self.scheduler, self.total = scheduler, total
+
+    def step(self) -> None:
+        if self.scheduler.last_epoch < self.total:
+            self.scheduler.step()
 
 
 @torch.no_grad()

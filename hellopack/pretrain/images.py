@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from hellopack.data.loader import buffered_shuffle
+from hellopack.data.loader import Shard, buffered_shuffle
 from hellopack.data.types import ImageSource, SkipReport
 from hellopack.errors import HellopackError
 from hellopack.pretrain.augment import two_views
@@ -124,12 +124,13 @@ class _Chunks(IterableDataset):
 
 
 def two_view_batches(images: UnlabeledImages, tf: Callable[[Image.Image], torch.Tensor], batch_size: int,
-                     steps: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                     steps: int, seed: int, epoch: int, shard: Shard = Shard(),
                      num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Up to ``steps`` full batches (positions, view1, view2) of one epoch; bad images are skipped.
 
     Raises HellopackError past the source's ``max_bad_fraction``.
     """
+    rank, world = shard.rank, shard.world
     ds = _Chunks(images, tf, seed, epoch, rank, world)
     stream: Any = ds if num_workers == 0 else DataLoader(ds, batch_size=None, num_workers=num_workers)
     report = SkipReport()

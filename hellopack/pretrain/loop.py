@@ -17,16 +17,17 @@ DDP's default); SyncBatchNorm would need CUDA.
 from __future__ import annotations
 
 import json
-import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from hellopack import device as devices
 from hellopack import dist
+from hellopack.data import Shard
 from hellopack.errors import HellopackError
 from hellopack.fsutil import atomic_write_bytes
 from hellopack.models.base import BaseModel, load_base
@@ -38,6 +39,9 @@ from hellopack.pretrain.images import UnlabeledImages, mix, two_view_batches
 from hellopack.pretrain.objective import ProjectionHead, nt_xent
 from hellopack.pretrain.output import sha256_path, write_base
 from hellopack.progress import NULL, Reporter
+from hellopack.schedule import WARMUP_COSINE, lambda_lr
+from hellopack.train.core import TrainStep, run_steps
+from hellopack.train.run import Placement
 
 RESULT = "result.json"
 
@@ -59,24 +63,9 @@ class SimCLRNet(nn.Module):
 
 def pretrain(cfg: PretrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     """Pretrain, write ``cfg.out`` and ``cfg.out + '.sha256'``; return the result (also WORK/result.json)."""
-    device = devices.resolve_device(cfg.device)
-    owns_group = dist.launched_by_torchrun() and not torch.distributed.is_initialized()
-    info = dist.init(device)
-    try:
+    with dist.session(cfg.device) as (device, info):
         result = _pretrain(cfg, reporter if info.is_main else NULL, device, info)
         return dist.broadcast_object(result)  # type: ignore[return-value]
-    finally:
-        if owns_group:
-            dist.cleanup()
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
-    return factor
 
 
 def _pretrain(cfg: PretrainConfig, reporter: Reporter, device: torch.device, info: dist.DistInfo) -> dict[str, Any]:
@@ -103,7 +92,7 @@ def _pretrain(cfg: PretrainConfig, reporter: Reporter, device: torch.device, inf
     net.to(device=device, memory_format=devices.memory_format(device))
     optimizer = _optimizer(net, cfg.resolved_lr(info.world_size), cfg.weight_decay)
     total = steps * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, round(cfg.warmup * total)))
+    scheduler = lambda_lr(optimizer, WARMUP_COSINE, total, warmup=round(cfg.warmup * total))
     identity = {**cfg.identity(), "world_size": info.world_size}  # batches and lr depend on it
     start, history, elapsed = 0, [], 0.0
     if cfg.resume and ckpt.exists(work):
@@ -119,7 +108,8 @@ def _pretrain(cfg: PretrainConfig, reporter: Reporter, device: torch.device, inf
         model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        loss_mean = _epoch(cfg, model, optimizer, scheduler, images, tf, steps, epoch, device, info, reporter)
+        loss_mean = _epoch(cfg, model, optimizer, scheduler, _Views(images, tf, steps), epoch,
+                           Placement(device, info, reporter))
         elapsed += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "loss": loss_mean, "lr": scheduler.get_last_lr()[0]})
         if info.is_main:
@@ -149,40 +139,55 @@ def _pretrain(cfg: PretrainConfig, reporter: Reporter, device: torch.device, inf
     return result
 
 
-def _epoch(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-           images: UnlabeledImages, tf: Any, steps: int, epoch: int, device: torch.device, info: dist.DistInfo,
-           reporter: Reporter) -> float:
+@dataclass(frozen=True)
+class _Views:
+    """What an epoch reads: the images, the two-view transform, and how many steps it takes."""
+
+    images: UnlabeledImages
+    tf: Any
+    steps: int
+
+
+def _epoch(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, views: _Views,
+           epoch: int, where: Placement) -> float:
+    images, tf, steps = views.images, views.tf, views.steps
+    device, info, reporter = where.device, where.info, where.reporter
     model.train()
-    batches = two_view_batches(images, tf, cfg.batch_size, steps, cfg.seed, epoch, info.rank, info.world_size,
+    batches = two_view_batches(images, tf, cfg.batch_size, steps, cfg.seed, epoch, Shard(info.rank, info.world_size),
                                cfg.workers)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    done = 0
     fmt = devices.memory_format(device)
-    with reporter.stage(f"epoch {epoch + 1}/{cfg.epochs}", total=steps, unit="step") as stage:
-        for _ in range(steps):
+
+    def available() -> Iterator[tuple[int, Any]]:
+        for index in range(steps):
             batch = next(batches, None)
             if info.enabled:  # a process short of images (bad files) ends the epoch for everyone
                 more = torch.tensor([0 if batch is None else 1], device=device)
                 torch.distributed.all_reduce(more, op=torch.distributed.ReduceOp.MIN)
                 if int(more.item()) == 0:
-                    break
+                    return
             elif batch is None:
-                break
-            _, x1, x2 = batch
-            x = torch.cat([x1, x2]).to(device, non_blocking=True).contiguous(memory_format=fmt)
-            with devices.autocast(device):
-                z = model(x)
-            loss = nt_xent(z[: len(x1)], z[len(x1):], cfg.temperature)
-            if not torch.isfinite(loss):
-                raise HellopackError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower --lr or raise "
-                                     f"--temperature")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
-            done += 1
-            stage.advance(1, loss=loss.item(), lr=scheduler.get_last_lr()[0])
+                return
+            yield index, batch
+
+    def loss_fn(batch: Any) -> torch.Tensor:
+        _, x1, x2 = batch
+        x = torch.cat([x1, x2]).to(device, non_blocking=True).contiguous(memory_format=fmt)
+        with devices.autocast(device):
+            z = model(x)
+        return nt_xent(z[: len(x1)], z[len(x1):], cfg.temperature)
+
+    def diverged(index: int, value: float) -> None:
+        raise HellopackError(f"the loss became {value} at epoch {epoch + 1}; lower --lr or raise --temperature")
+
+    train_step = TrainStep(optimizer, loss_fn, scheduler=scheduler, diverged=diverged)
+    with reporter.stage(f"epoch {epoch + 1}/{cfg.epochs}", total=steps, unit="step") as stage:
+        def on_step(index: int, value: float) -> None:
+            nonlocal loss_sum
+            loss_sum += value
+            stage.advance(1, loss=value, lr=scheduler.get_last_lr()[0])
+
+        done = run_steps(train_step, available(), on_step)
     batches.close()
     stats = torch.tensor([float(loss_sum), float(done)], dtype=torch.float64, device=device)
     dist.all_reduce_sum(stats)

@@ -46,11 +46,3 @@ def write_base(out: Path, name: str, visual_state: Mapping[str, torch.Tensor],
         raise HellopackError(f"'{out}' did not load back with the same weights; check the disk and retry")
     atomic_write_bytes(sha256_path(out), (loaded.fingerprint + "\n").encode("ascii"))
     return loaded
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    """The header metadata of a base file (empty for plain open_clip weights)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})

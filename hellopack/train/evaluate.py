@@ -89,17 +89,33 @@ def archive_evaluator(images: torch.Tensor, labels: torch.Tensor, num_classes: i
     return Evaluator(ARCHIVE_LABEL, batches, num_classes, device)
 
 
-def val_evaluator(spec: str, recipe: str | None, manifest: dict, image_size: int, batch_size: int,
-                  num_workers: int, device: torch.device, rank: int = 0, world: int = 1,
-                  resize: int | None = None, max_images: int | None = None) -> Evaluator:
-    """Open ``--val`` (path, ``RECIPE:PATH`` or recipe name), check its classes, return an evaluator.
+@dataclass(frozen=True)
+class ValView:
+    """How ``--val`` images are read.
 
     ``resize``: the shorter side before the centre crop (RDED: ``size // 7 * 8``); None: the source's rule.
     ``max_images``: evaluate on the first N images only (a quick check, named in the result).
     """
+
+    image_size: int
+    batch_size: int
+    num_workers: int = 0
+    resize: int | None = None
+    max_images: int | None = None
+
+
+def val_evaluator(spec: str, recipe: str | None, manifest: dict, view: ValView, device: torch.device,
+                  info: dist.DistInfo = dist.DistInfo()) -> Evaluator:
+    """Open ``--val`` (path, ``RECIPE:PATH`` or recipe name), check its classes, return an evaluator.
+
+    Under torchrun each process (``info``) evaluates its shard; the counts are summed.
+    """
     from hellopack.data.subset import first_n
 
-    from hellopack.data import make_loader
+    from hellopack.data import Shard, make_loader
+
+    image_size, batch_size, num_workers = view.image_size, view.batch_size, view.num_workers
+    resize, max_images = view.resize, view.max_images
 
     src = open_val_source(spec, recipe, manifest)
     remap = match_classes(manifest["classes"], src.classes, spec)
@@ -109,7 +125,7 @@ def val_evaluator(spec: str, recipe: str | None, manifest: dict, image_size: int
 
     def batches() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         loader = make_loader(src, image_size, batch_size, train=False, seed=0, num_workers=num_workers,
-                             rank=rank, world=world, eval_resize=resize)
+                             shard=Shard(info.rank, info.world_size), eval_resize=resize)
         for x, y in loader:
             yield x, remap[y]
 

@@ -8,6 +8,7 @@ returned as ordinary tensors so they can be loss targets.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -58,7 +59,7 @@ def projector_from_archive(archive: Any, clip_weights: str | Path | None = None,
     """Rebuild the archive's projector: public base + text head from the stored prompts + merged LoRA.
 
     Refuses a base whose weight fingerprint differs from the manifest's unless
-    ``allow_base_mismatch`` (then ``warn(message)`` is called).
+    ``allow_base_mismatch`` (then ``warn(message)`` is called: a ``Reporter.warn``, no "warning:" prefix).
     """
     from hellopack.models.base import load_base
     from hellopack.models.projector import Projector
@@ -81,7 +82,7 @@ def projector_from_archive(archive: Any, clip_weights: str | Path | None = None,
         if not allow_base_mismatch:
             raise HellopackError(msg)
         if warn is not None:
-            warn(f"warning: {msg.split(';')[0]}; continuing because of --allow-base-mismatch")
+            warn(f"{msg.split(';')[0]}; continuing because of --allow-base-mismatch")
 
     prompts = _read_json_member(archive, "prompts.json")
     classnames = list(prompts.get("classnames") or [c["name"] for c in manifest["classes"]])
@@ -113,8 +114,18 @@ def _read_json_member(archive: Any, name: str) -> dict:
         raise HellopackError(f"archive '{archive.path}': member {name} is not valid JSON ({e}); rebuild the archive") from None
 
 
-def build_labeler(kind: str, *, archive: Any, teachers: Sequence[str], num_classes: int, image_size: int,
-                  mean: Sequence[float], std: Sequence[float], device: torch.device,
+@dataclass(frozen=True)
+class TeacherSet:
+    """``--labels teacher``'s models: checkpoint specs, and the classes and input they were trained for."""
+
+    specs: Sequence[str]
+    num_classes: int
+    image_size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+
+
+def build_labeler(kind: str, *, archive: Any, teachers: TeacherSet, device: torch.device,
                   clip_weights: str | None = None, allow_base_mismatch: bool = False, warn=None) -> Labeler:
     """The labeler for ``--labels projector|teacher|hard``."""
     if kind == "projector":
@@ -123,7 +134,9 @@ def build_labeler(kind: str, *, archive: Any, teachers: Sequence[str], num_class
     if kind == "teacher":
         from hellopack.models.teachers import load_teacher
 
-        models = [load_teacher(spec, num_classes, image_size, tuple(mean), tuple(std)).to(device) for spec in teachers]
+        t = teachers
+        models = [load_teacher(spec, t.num_classes, t.image_size, tuple(t.mean), tuple(t.std)).to(device)
+                  for spec in t.specs]
         return TeacherLabeler(models, device)
     if kind == "hard":
         return HardLabeler()

@@ -19,8 +19,10 @@ parameter, crops (0.08, 1) above 64 px and (0.5, 1) at or below, T^2-scaled KL p
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
+
+from hellopack.schedule import COSINE, CONSTANT, HALF_COSINE, lambda_lr
+from hellopack.schedule import lr_factor as schedule_lr_factor
 
 if TYPE_CHECKING:  # configuration imports this module: keep torch out of its import time
     import torch
@@ -86,13 +88,8 @@ def lr_factor(schedule: str, step: int, steps_per_epoch: int, epochs: int) -> fl
     - ``cosine`` (hellopack 0.1, per step): from 1 down to 0 over the whole run;
     - ``constant``.
     """
-    total = epochs * steps_per_epoch
-    if schedule == "half-cosine":
-        epoch = min(step // max(1, steps_per_epoch), epochs)
-        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs / 2))
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
-    return 1.0
+    return schedule_lr_factor(schedule if schedule in (HALF_COSINE, COSINE) else CONSTANT, step,
+                              epochs * steps_per_epoch, epochs=epochs)
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay: str) -> list[dict[str, Any]]:
@@ -119,7 +116,5 @@ def make_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: fl
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, steps_per_epoch: int,
                    epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
-    import torch
-
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(schedule, step, steps_per_epoch, epochs))
+    return lambda_lr(optimizer, schedule if schedule in (HALF_COSINE, COSINE) else CONSTANT,
+                     epochs * steps_per_epoch, epochs=epochs)

@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from hellopack.progress import Reporter, Stage
+from hellopack.textsafe import printable
 
 # Progress and messages go to stderr so stdout stays clean for --json.
 console = Console(stderr=True)
@@ -79,12 +80,12 @@ class RichReporter(Reporter):
             self._started = True
         return _RichStage(self._progress, name, total, unit)
 
-    def info(self, message: str) -> None:
-        self._progress.console.print(message, markup=False, highlight=False)
+    def info(self, message: str) -> None:  # messages may quote archive or folder strings: escaped
+        self._progress.console.print(printable(message, limit=None), markup=False, highlight=False)
 
 
 def _stamp(message: str) -> None:
-    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {printable(message, limit=None)}\n")
     sys.stderr.flush()
 
 
@@ -153,10 +154,10 @@ class QuietReporter(Reporter):
 
     def info(self, message: str) -> None:
         if message.lower().startswith(("warning", "skipped")):
-            print(message, file=sys.stderr)
+            print(printable(message, limit=None), file=sys.stderr)
 
     def warn(self, message: str) -> None:
-        print(f"warning: {message}", file=sys.stderr)
+        print(f"warning: {printable(message, limit=None)}", file=sys.stderr)
 
 
 def make_reporter(quiet: bool) -> RichReporter | PlainReporter | QuietReporter:

@@ -128,6 +128,26 @@ def test_grid_that_is_a_folder(tmp_path: Path):
     assert r.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("how", ["same path", "dotted path", "symlink", "hard link"])
+def test_grid_never_writes_over_the_archive(tmp_path: Path, how: str):
+    import os
+    import shutil
+
+    archive = Path(shutil.copy(GOOD, tmp_path / "a.hellopack"))
+    grid = {"same path": archive, "dotted path": tmp_path / "." / "a.hellopack",
+            "symlink": tmp_path / "link.png", "hard link": tmp_path / "hard.png"}[how]
+    if how == "symlink":
+        os.symlink(archive, grid)
+    elif how == "hard link":
+        os.link(archive, grid)
+    r = runner.invoke(app, ["inspect", str(archive), "--grid", str(grid)])
+    assert r.exit_code == 2
+    assert r.stderr == (f"hellopack: error: --grid '{grid}' is the archive itself; name another .png file, "
+                        f"e.g. {tmp_path / 'a.png'}\n")
+    assert archive.read_bytes() == GOOD.read_bytes() and r.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"a.hellopack", grid.name})
+
+
 def test_inspect_says_which_training_protocol_the_archive_carries():
     from hellopack.distill import BuildConfig
     from hellopack.summary import describe_protocol

@@ -128,6 +128,24 @@ def test_grid_that_is_a_folder(tmp_path: Path):
     assert r.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+def test_json_never_prints_infinity(monkeypatch):
+    """1e400 in a manifest is refused by the reader; and should a summary ever hold inf, --json refuses
+    rather than print `Infinity` (not JSON)."""
+    vector = VECTORS / "non-finite-number.hellopack"
+    r = runner.invoke(app, ["inspect", str(vector), "--json"])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr == (f"hellopack: error: {vector}: manifest: invalid JSON (key \"note\" holds 1e400, which is "
+                        "not a finite number)\n")
+    import hellopack_cli.inspect_cmd as ic
+
+    real = ic.summarize
+    monkeypatch.setattr(ic, "summarize", lambda a: {**real(a), "ratio": float("inf")})
+    r = runner.invoke(app, ["inspect", str(GOOD), "--json"])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr == ("hellopack: error: the archive summary holds a number JSON cannot represent (NaN or "
+                        "Infinity); the archive is damaged, rebuild it\n")
+
+
 @pytest.mark.parametrize("how", ["same path", "dotted path", "symlink", "hard link"])
 def test_grid_never_writes_over_the_archive(tmp_path: Path, how: str):
     import os

@@ -106,7 +106,18 @@ def malformed(valid: bytes) -> dict[str, bytes]:
     m8, s8 = split(valid)
     m8["recipe"]["crop_scale"] = [0.9, 0.2]  # a 1.1 recipe key with an impossible value
     out["bad-recipe-key"] = assemble(m8, s8)
+    out["non-finite-number"] = with_literal(valid, "note", b"1e400")
     return out
+
+
+def with_literal(valid: bytes, key: str, literal: bytes) -> bytes:
+    """A top-level (free-form) ``key`` holding a raw JSON literal that canonical_json cannot write."""
+    m, stored = split(valid)
+    m[key] = "@literal@"
+    blob = assemble(m, stored)
+    mlen = struct.unpack_from("<Q", blob, 16)[0]
+    raw = blob[56:56 + mlen].replace(b'"@literal@"', literal)
+    return blob[:16] + struct.pack("<Q32s", len(raw), hashlib.sha256(raw).digest()) + raw + blob[56 + mlen:]
 
 
 # The exact error each malformed vector must produce (spec/FORMAT.md, "Defects").
@@ -125,6 +136,7 @@ EXPECTED = {
     "checksum-mismatch": "prompts.json: sha256 mismatch (archive damaged)",
     "missing-member": "images.tar: required member is missing from the manifest",
     "bad-recipe-key": "manifest: key 'recipe.crop_scale' must be a list of 2 numbers 0 < min <= max <= 1",
+    "non-finite-number": 'manifest: invalid JSON (key "note" holds 1e400, which is not a finite number)',
 }
 
 

@@ -4,6 +4,7 @@ entry). Servers are bounded: at most ENDLESS_CAP bytes and a few seconds per req
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import signal
@@ -38,6 +39,7 @@ def _checksum_valid_but_broken() -> bytes:
 class _Hostile(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     sent: dict[str, int] = {}
+    archive: bytes = VALID  # what any other path (the long URL) serves
 
     def log_message(self, *args: object) -> None:
         pass
@@ -104,13 +106,14 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
             self._head(length=len(blob))
             self.wfile.write(blob)
         else:  # any other path (the long URL): the valid archive
-            self._head(length=len(VALID))
-            self.wfile.write(VALID)
+            self._head(length=len(self.archive))
+            self.wfile.write(self.archive)
 
 
-@pytest.fixture
-def hostile() -> Iterator[tuple[str, dict[str, int]]]:
-    handler = type("H", (_Hostile,), {"sent": {}})
+@contextlib.contextmanager
+def hostile_server(archive: bytes = VALID) -> Iterator[tuple[str, dict[str, int]]]:
+    """The hostile server on 127.0.0.1 in a thread: (base URL, bytes sent per path)."""
+    handler = type("H", (_Hostile,), {"sent": {}, "archive": archive})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -120,6 +123,12 @@ def hostile() -> Iterator[tuple[str, dict[str, int]]]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def hostile() -> Iterator[tuple[str, dict[str, int]]]:
+    with hostile_server() as h:
+        yield h
 
 
 def _fails(url: str, cache: Path, pattern: str) -> str:

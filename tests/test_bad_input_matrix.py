@@ -605,6 +605,7 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "url-not-an-archive": lambda k, t: _url(k, t, "/garbage.hellopack"),
     "url-endless-body": lambda k, t: _url(k, t, "/endless.hellopack"),
     "url-trickle": lambda k, t: _url(k, t, "/trickle.hellopack", DEADLINE_S=0.5),
+    "url-too-slow": lambda k, t: _url(k, t, "/trickle.hellopack", RATE_WINDOW_S=0.5),
     "url-silent": lambda k, t: _url(k, t, "/stall.hellopack", READ_TIMEOUT_S=0.5),
     "url-cut-short": lambda k, t: _url(k, t, "/short-chunked.hellopack"),
     "url-redirect-to-file": lambda k, t: _url(k, t, "/redirect-file.hellopack"),

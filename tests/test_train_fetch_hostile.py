@@ -180,8 +180,16 @@ def test_absolute_cap(hostile, tmp_path: Path, monkeypatch) -> None:
 def test_trickle_hits_the_deadline(hostile, tmp_path: Path, monkeypatch) -> None:
     base, _ = hostile
     monkeypatch.setattr(fetch, "DEADLINE_S", 0.5)
+    monkeypatch.setattr(fetch, "RATE_WINDOW_S", 60)
     url = f"{base}/trickle.hellopack"
     _fails(url, tmp_path / "c", rf"^download of {url} did not finish within 0\.5 s \(\d+ bytes received\); ")
+
+
+def test_trickle_is_too_slow(hostile, tmp_path: Path, monkeypatch) -> None:
+    base, _ = hostile
+    monkeypatch.setattr(fetch, "RATE_WINDOW_S", 0.5)
+    url = f"{base}/trickle.hellopack"
+    _fails(url, tmp_path / "c", rf"^download of {url} is too slow \(\d+ B/s over \d+ s, at least 1,024 B/s needed\); ")
 
 
 def test_silence_hits_the_read_timeout(hostile, tmp_path: Path, monkeypatch) -> None:

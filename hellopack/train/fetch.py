@@ -38,6 +38,8 @@ from hellopack.textsafe import printable
 CHUNK = 1 << 20
 READ_TIMEOUT_S = 60.0  # one read that brings no byte for this long ends the download
 DEADLINE_S = 6 * 3600.0  # the whole download (a server trickling a byte at a time cannot hold it forever)
+RATE_WINDOW_S = 120.0  # a window in which fewer than MIN_RATE_BPS on average arrived ends the download
+MIN_RATE_BPS = 1024  # (a trickle never trips the read timeout; below 1 KB/s a real archive takes days)
 MAX_DOWNLOAD_BYTES = 32 * 1024**3  # absolute cap whatever the archive declares (spec/FORMAT.md, "Downloads")
 OVERRUN_MARGIN = 64 * 1024  # bytes read past the declared size before the download is stopped
 MAX_NAME_CHARS = 120  # cache file name from the URL: far below NAME_MAX (255 bytes) with the temp prefix
@@ -206,6 +208,7 @@ def _download(spec: str, url: str, out: BinaryIO, reporter: Reporter) -> str:
     check = _EarlyCheck()
     start = time.monotonic()
     got = 0
+    window = [start, 0]  # start time and bytes of the current rate window
     try:
         with opener.open(request, timeout=READ_TIMEOUT_S) as resp:
             length = resp.headers.get("Content-Length")
@@ -221,6 +224,7 @@ def _download(spec: str, url: str, out: BinaryIO, reporter: Reporter) -> str:
                     stage.advance(len(chunk))
                     check.feed(chunk)
                     _check_budget(url, got, check.declared, start)
+                    _check_rate(url, window, len(chunk))
             if total is not None and got != total:
                 raise HellopackError(f"download of {url} stopped after {got} of {total} bytes; try again")
     except ArchiveError as e:
@@ -259,6 +263,20 @@ def _check_budget(url: str, got: int, declared: int | None, start: float) -> Non
     if elapsed > DEADLINE_S:
         raise HellopackError(f"download of {url} did not finish within {DEADLINE_S:g} s ({got:,} bytes "
                              "received); check your network, or download the file yourself and pass its path")
+
+
+def _check_rate(url: str, window: list, n: int) -> None:
+    """Stop a server that keeps the connection alive with a trickle: each RATE_WINDOW_S must bring
+    MIN_RATE_BPS on average."""
+    window[1] += n
+    elapsed = time.monotonic() - window[0]
+    if elapsed < RATE_WINDOW_S:
+        return
+    if window[1] < MIN_RATE_BPS * elapsed:
+        raise HellopackError(f"download of {url} is too slow ({window[1] / elapsed:,.0f} B/s over {elapsed:,.0f} s, "
+                             f"at least {MIN_RATE_BPS:,} B/s needed); check your network, or download the file "
+                             "yourself and pass its path")
+    window[0], window[1] = time.monotonic(), 0
 
 
 def _too_big(url: str, why: str) -> str:

@@ -63,7 +63,7 @@ def cached_path(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
     # only a plain file name from the URL: never "..", separators or control characters
     name = _UNSAFE.sub("_", urllib.parse.unquote(parsed.path).rsplit("/", 1)[-1]).strip(".") or "archive.hellopack"
     if len(name) > MAX_NAME_CHARS:  # the folder (the URL's hash) already tells URLs apart
-        stem, dot, ext = name.rpartition(".")
+        _, dot, ext = name.rpartition(".")
         ext = ext if dot and 0 < len(ext) <= 16 else ""
         name = name[: MAX_NAME_CHARS - len(ext) - 1].rstrip(".") + (f".{ext}" if ext else "")
     key = hashlib.sha256(url.encode("utf-8")).hexdigest()

@@ -10,14 +10,19 @@ import typer
 
 from hellopack.archive import ArchiveError
 from hellopack.errors import HellopackError
+from hellopack.textsafe import printable
 
 F = TypeVar("F", bound=Callable)
 
 EXIT_BAD_INPUT = 2
+# The whole error line, last line of defence: messages quote archive, folder and server strings.
+MAX_ERROR_CHARS = 4000
 
 
 def fail(message: str) -> "typer.Exit":
-    print(f"hellopack: error: {message}", file=sys.stderr)
+    """Print one stderr line: control characters escaped (a stranger's string cannot drive the terminal
+    or forge a second line), at most MAX_ERROR_CHARS characters."""
+    print(f"hellopack: error: {printable(message, limit=MAX_ERROR_CHARS)}", file=sys.stderr)
     return typer.Exit(EXIT_BAD_INPUT)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,16 +17,21 @@ from hellopack.archive import ArchiveError, open_archive
 from hellopack.errors import HellopackError
 from hellopack.grid import contact_sheet
 from hellopack.summary import human_bytes, ratio_text, summarize
+from hellopack.textsafe import printable
 
 from .errors import friendly_errors
-from .reporter import print_json
 
 stdout = Console()
 
 
+def _v(value: Any) -> str:
+    """One archive value (a stranger's string) made inert: control characters escaped, length bounded."""
+    return printable(value)
+
+
 def _text(value: Any) -> str:
-    """Archive text shown as text: never rich markup, never a lone surrogate the terminal cannot encode."""
-    return escape(str(value).encode("utf-8", "replace").decode("utf-8"))
+    """Text shown as text: never rich markup, never a control character or lone surrogate."""
+    return escape(printable(value, limit=None))
 
 
 def _pct(value: Any) -> str:
@@ -31,34 +39,37 @@ def _pct(value: Any) -> str:
 
 
 def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
-    t = Table(title=f"hellopack archive  {s['path']}", show_header=False, title_justify="left")
+    t = Table(title=f"hellopack archive  {_text(s['path'])}", show_header=False, title_justify="left")
     t.add_column(style="bold", no_wrap=True)
     t.add_column(overflow="fold")
     d, im, b, lo = s["dataset"], s["images"], s["base"], s["lora"]
-    first = ", ".join(_text(n) for n in s["classes"]["first"])
+    first = ", ".join(_text(_v(n)) for n in s["classes"]["first"])
     more = s["classes"]["count"] - len(s["classes"]["first"])
-    t.add_row("dataset", _text(f"{d.get('name')} ({d.get('recipe')}, {d.get('train_images')} source images)"))
+    t.add_row("dataset", _text(f"{_v(d.get('name'))} ({_v(d.get('recipe'))}, {_v(d.get('train_images'))} "
+                               "source images)"))
     t.add_row("classes", f"{s['classes']['count']}: {first}" + (f", ... ({more} more)" if more > 0 else ""))
     t.add_row("images", f"{im['count']} at IPC {im['ipc']}, {im['size']}x{im['size']} px, factor {im['factor']}, {_text(im['format'])}")
-    t.add_row("base model", _text(f"open_clip {b['name']}" + (f" / {b['pretrained']}" if b.get("pretrained") else ""))
+    t.add_row("base model", _text(f"open_clip {_v(b['name'])}" + (f" / {_v(b['pretrained'])}" if b.get("pretrained") else ""))
               + (" (custom weights: share them once)" if b.get("custom") else ""))
     t.add_row("base fingerprint", b["fingerprint"])
     t.add_row("LoRA", f"rank {lo['rank_encoder']} on {lo['encoder_targets']} convs + rank {lo['rank_head']} on the head, "
               f"{lo['parameters']:,} stored parameters ({lo['dtype']})")
     r = s["recipe"]
-    t.add_row("recipe", _text(f"{r.get('epochs')} epoch{'s' if r.get('epochs') != 1 else ''}, "
-                              f"{r.get('optimizer')} lr {r.get('lr')}, loss {r.get('loss')} + {r.get('beta')} CE"))
+    t.add_row("recipe", _text(f"{_v(r.get('epochs'))} epoch{'s' if r.get('epochs') != 1 else ''}, "
+                              f"{_v(r.get('optimizer'))} lr {_v(r.get('lr'))}, loss {_v(r.get('loss'))} + "
+                              f"{_v(r.get('beta'))} CE"))
     t.add_row("protocol", _text(s["protocol"]))
-    t.add_row("selection", _text(f"crops scored by the {s['observer']}"))
+    t.add_row("selection", _text(f"crops scored by the {_v(s['observer'])}"))
     fid = s.get("fidelity")
     if isinstance(fid, dict) and fid:
         kl = fid.get("kl")
         parts = [f"agreement {_pct(fid.get('agreement'))} with teachers"]
         if isinstance(kl, (int, float)):
             parts.append(f"KL {kl:.3f}")
-        parts.append(f"projector top-1 {_pct(fid.get('projector_top1'))} on {_text(fid.get('images', '?'))} held-out images")
+        parts.append(f"projector top-1 {_pct(fid.get('projector_top1'))} on {_text(_v(fid.get('images', '?')))} held-out images")
         t.add_row("fidelity", ", ".join(parts))
-    t.add_row("format", _text(f"v{s['format_version'][0]}.{s['format_version'][1]}, written by hellopack {s['tool'].get('version')}"))
+    t.add_row("format", _text(f"v{s['format_version'][0]}.{s['format_version'][1]}, written by hellopack "
+                              f"{_v(s['tool'].get('version'))}"))
     t.add_row("file size", human_bytes(s["file_bytes"]))
     stdout.print(t)
 
@@ -85,12 +96,30 @@ def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
         rt.add_row("ratio with the base counted", ratio_text(r["ratio_with_base"]))
     stdout.print(rt)
     for ext in s["external"]:
-        stdout.print(f"[yellow]external dependency[/yellow]: {_text(ext['what'])} '{_text(ext['name'])}' "
+        stdout.print(f"[yellow]external dependency[/yellow]: {_text(ext['what'])} '{_text(_v(ext['name']))}' "
                      f"({human_bytes(ext['bytes']) if isinstance(ext['bytes'], int) else 'size unknown'}, "
-                     f"{_text(ext['fingerprint'])}): share it once; `train --clip-weights FILE` needs it")
+                     f"{_text(_v(ext['fingerprint']))}): share it once; `train --clip-weights FILE` needs it")
     if verified is not None:
         stdout.print(f"[green]verified[/green]: {verified['members_checked']} members, "
                      f"{verified['images_checked']} images decoded, every checksum matches")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when writing ``a`` would replace ``b`` (the same path, a link to it, or a hard link)."""
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _print_json(obj: Any) -> None:
+    """Strict JSON or nothing: no NaN/Infinity (the reader rejects them; this is the last guard)."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False)
+    except ValueError:
+        raise HellopackError("the archive summary holds a number JSON cannot represent (NaN or Infinity); "
+                             "the archive is damaged, rebuild it") from None
+    sys.stdout.write(text + "\n")
 
 
 @friendly_errors
@@ -110,6 +139,9 @@ def inspect(
         raise HellopackError(f"archive '{archive}' does not exist; check the path")
     if grid is not None and grid.is_dir():
         raise HellopackError(f"--grid '{grid}' is a folder; name the .png file, e.g. {grid / 'sheet.png'}")
+    if grid is not None and _same_file(grid, archive):
+        raise HellopackError(f"--grid '{grid}' is the archive itself; name another .png file, "
+                             f"e.g. {archive.with_suffix('.png')}")
     try:
         a = open_archive(archive)
         verified = None
@@ -126,7 +158,7 @@ def inspect(
             s["verified"] = verified
         if grid is not None:
             s["grid"] = str(grid)
-        print_json(s)
+        _print_json(s)
         return
     _render(s, verified)
     if grid is not None:

@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from hellopack.progress import Reporter, Stage
+from hellopack.textsafe import printable
 
 # Progress and messages go to stderr so stdout stays clean for --json.
 console = Console(stderr=True)
@@ -79,15 +80,15 @@ class RichReporter(Reporter):
             self._started = True
         return _RichStage(self._progress, name, total, unit)
 
-    def info(self, message: str) -> None:
-        self._progress.console.print(message, markup=False, highlight=False)
+    def info(self, message: str) -> None:  # messages may quote archive or folder strings: escaped
+        self._progress.console.print(printable(message, limit=None), markup=False, highlight=False)
 
     def warn(self, message: str) -> None:
-        self._progress.console.print(f"warning: {message}", markup=False, highlight=False, style="bold yellow")
+        self._progress.console.print(f"warning: {printable(message, limit=None)}", markup=False, highlight=False, style="bold yellow")
 
 
 def _stamp(message: str) -> None:
-    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {printable(message, limit=None)}\n")
     sys.stderr.flush()
 
 
@@ -161,7 +162,7 @@ class QuietReporter(Reporter):
         pass  # only warnings reach --quiet's stderr, through warn()
 
     def warn(self, message: str) -> None:
-        print(f"warning: {message}", file=sys.stderr)
+        print(f"warning: {printable(message, limit=None)}", file=sys.stderr)
 
 
 def make_reporter(quiet: bool) -> RichReporter | PlainReporter | QuietReporter:

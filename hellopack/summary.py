@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from hellopack.archive import AUG_RECORD_BYTES, Archive, label_storage
+from hellopack.textsafe import printable
 
 FIRST_CLASSES = 10
 
@@ -105,12 +106,13 @@ def describe_protocol(recipe: dict[str, Any]) -> str:
     if "protocol" not in recipe:
         return ("hellopack 0.1 (written before the RDED protocol): per-step cosine to 0, decay on every "
                 "parameter, crops (0.08, 1) above 64 px and (0.5, 1) at or below; pass train flags to override")
-    name = "RDED's evaluation" if recipe["protocol"] == "rded" else str(recipe["protocol"])
-    lr = "RDED's lr by student" + (f" ({recipe.get('lr')} for others)" if recipe.get("lr_by_arch") else "")
+    r = {k: printable(v) for k, v in recipe.items()}  # the archive's strings, made inert for a terminal
+    name = "RDED's evaluation" if recipe["protocol"] == "rded" else r["protocol"]
+    lr = "RDED's lr by student" + (f" ({r.get('lr')} for others)" if recipe.get("lr_by_arch") else "")
     if not recipe.get("lr_by_arch"):
-        lr = f"lr {recipe.get('lr')}"
+        lr = f"lr {r.get('lr')}"
     crop = recipe.get("crop_scale") or []
-    return (f"{name}: {recipe.get('schedule')} schedule, {lr}, decay {recipe.get('weight_decay')} on "
-            f"{recipe.get('decay')}, batch {recipe.get('batch_size')}, crops {tuple(crop)}"
+    return (f"{name}: {r.get('schedule')} schedule, {lr}, decay {r.get('weight_decay')} on "
+            f"{r.get('decay')}, batch {r.get('batch_size')}, crops {tuple(crop)}"
             + (" after patch shuffle" if recipe.get("patch_shuffle") else "")
-            + f", {recipe.get('mix')} (alpha {recipe.get('mix_alpha')}), val resize {recipe.get('val_resize')}")
+            + f", {r.get('mix')} (alpha {r.get('mix_alpha')}), val resize {r.get('val_resize')}")

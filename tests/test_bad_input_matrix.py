@@ -32,6 +32,7 @@ from typer.testing import CliRunner
 
 from hellopack_cli.app import app
 from helpers_build import CHILD_ENV, tiny_teacher
+from test_train_fetch_hostile import VALID, hostile_server, mv
 from test_train_kit import CLASS_IDS, cached_archive, write_imagefolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +92,7 @@ class Kit:
     other_weights: Path | None  # the state dict of another open_clip model (hellopack-tiny-rn32)
     archive: Path  # a small train archive (test_train_kit)
     readonly: Path | None  # a folder nobody may write into (None: cannot make one here)
+    server: str  # the hostile HTTP server on 127.0.0.1 (test_train_fetch_hostile); other paths serve `archive`
 
 
 class _RunsCode:
@@ -123,12 +125,13 @@ def kit(tmp_path_factory) -> Iterator[Kit]:
         state = load_base("hellopack-tiny-rn32").model.state_dict()
         other = root / "tiny-rn32.safetensors"
         save_file({k: v.contiguous() for k, v in state.items()}, str(other))
-    with readonly_folder(root / "ro") as ro:
+    archive = cached_archive(tmp_path_factory, ipc=4)
+    with readonly_folder(root / "ro") as ro, hostile_server(archive.read_bytes()) as (server, _):
         yield Kit(root=root, good=good,
                   teacher=tiny_teacher(root / "teacher.safetensors", 4, 32, FOLDER_MEAN, FOLDER_STD),
                   teacher10=tiny_teacher(root / "teacher10.safetensors", 10, 32, FOLDER_MEAN, FOLDER_STD),
                   evil_zip=evil_zip, evil_raw=evil_raw, marker=marker, other_weights=other,
-                  archive=cached_archive(tmp_path_factory, ipc=4), readonly=ro)
+                  archive=archive, readonly=ro, server=server)
 
 
 @contextlib.contextmanager
@@ -162,6 +165,7 @@ class Case:
     out_dir: Path | None = None  # where outputs go: after an error it holds nothing (a build's .work may stay)
     works: Callable[[], None] | None = None  # what a row that works must have made
     check: Callable[[], None] | None = None  # more assertions after the run, either way
+    patches: dict[str, float] = field(default_factory=dict)  # hellopack.train.fetch budgets for this run
 
 
 def _data(kit: Kit, tmp: Path) -> Path:
@@ -457,6 +461,82 @@ def _val_without_split(kit, tmp):
     return case
 
 
+def _fifo(kit: Kit, tmp: Path) -> Case:
+    import threading
+
+    data = _data(kit, tmp)
+    fifo = data / CLASS_IDS[0] / "000.jpg"
+    os.mkfifo(fifo)  # sorted first: the file that decides the natural size
+
+    def unblock() -> None:  # a reader stuck in open() gets EOF after 60 s: the row fails instead of hanging
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    timer = threading.Timer(60, unblock)
+    timer.daemon = True
+    timer.start()
+    case = _build(kit, tmp, data)
+    case.check = timer.cancel
+    return case
+
+
+EVIL = "x\x1b]0;pwned\x07\ny"
+
+
+def _evil_archive(kit: Kit, tmp: Path) -> Path:
+    m, stored = mv.split(kit.archive.read_bytes())
+    for where in (m["base"], m["dataset"], m["classes"][0]):
+        where["name"] = EVIL
+    path = tmp / "evil.hellopack"
+    path.write_bytes(mv.assemble(m, stored))
+    return path
+
+
+def _evil(kit: Kit, tmp: Path, train: bool) -> Case:
+    archive = _evil_archive(kit, tmp)
+    if train:
+        return _train(kit, tmp, "--arch", "convnet", archive=archive)
+    return Case(["inspect", str(archive)], {"archive": str(archive)})
+
+
+def _grid_is_archive(kit: Kit, tmp: Path) -> Case:
+    archive = Path(shutil.copy(kit.archive, tmp / "a.hellopack"))
+    case = Case(["inspect", str(archive), "--grid", str(archive)], {"archive": str(archive),
+                                                                    "png": str(tmp / "a.png")})
+    case.check = lambda: _eq(archive.read_bytes(), kit.archive.read_bytes())
+    return case
+
+
+def _non_finite(kit: Kit, tmp: Path) -> Case:
+    vector = VECTOR.with_name("non-finite-number.hellopack")
+    return Case(["inspect", str(vector), "--json"], {"vector": str(vector)})
+
+
+def _url(kit: Kit, tmp: Path, path: str, **patches: float) -> Case:
+    """`train URL` from the hostile server: after an error the cache holds nothing (no .part, no entry)."""
+    url = kit.server + path
+    out_dir = tmp / "out"
+    out_dir.mkdir()
+    cache = tmp / "cache"
+    case = Case(["train", url, "--arch", "convnet", "--out", str(out_dir / "run"), "--cache-dir", str(cache),
+                 *TRAIN], {"url": url, "bytes": f"{len(VALID):,}"}, out_dir, patches=patches)
+    case.check = lambda: _eq([p for p in cache.rglob("*") if p != cache / "archives"], [])
+    return case
+
+
+def _url_long(kit: Kit, tmp: Path) -> Case:
+    case = _url(kit, tmp, "/" + "a" * 300 + ".hellopack")
+    cache = tmp / "cache"
+
+    def works() -> None:
+        (cached,) = [p for p in cache.rglob("*.hellopack")]
+        _eq((len(cached.name), cached.read_bytes() == kit.archive.read_bytes()), (120, True))
+        assert (tmp / "out" / "run" / "result.json").is_file()
+
+    case.check, case.works = None, works
+    return case
+
+
 CASES: dict[str, Callable[[Kit, Path], Case]] = {
     # data
     "missing-dataset": lambda k, t: _build(k, t, t / "nope"),
@@ -485,6 +565,7 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "image-10000x10000": _big,
     "symlink-loops": _symlink_loops,
     "non-utf8-names": _non_utf8,
+    "fifo-image": _fifo,
     # teachers and the base model
     "teacher-class-mismatch": lambda k, t: _build(k, t, k.good, teacher=k.teacher10),
     "teacher-pickle-runs-code": lambda k, t: _pickle(k, t, k.evil_zip, train=False),
@@ -507,6 +588,7 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "workdir-in-use": _workdir_in_use,
     "teach-dataset-is-a-file": _teach_on_file,
     "grid-is-a-folder": _grid_folder,
+    "grid-is-the-archive": _grid_is_archive,
     "archive-is-a-folder": lambda k, t: _archive_folder(k, t, train=False),
     "train-archive-is-a-folder": lambda k, t: _archive_folder(k, t, train=True),
     "val-without-a-val-split": _val_without_split,
@@ -516,6 +598,21 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "future-major-version": lambda k, t: _future(k, t, train=False),
     "train-future-major-version": lambda k, t: _future(k, t, train=True),
     "val-classes-differ": _val,
+    "archive-control-characters": lambda k, t: _evil(k, t, train=False),
+    "train-archive-control-characters": lambda k, t: _evil(k, t, train=True),
+    "non-finite-number": _non_finite,
+    # archives from a URL (a hostile server on 127.0.0.1)
+    "url-not-an-archive": lambda k, t: _url(k, t, "/garbage.hellopack"),
+    "url-endless-body": lambda k, t: _url(k, t, "/endless.hellopack"),
+    "url-trickle": lambda k, t: _url(k, t, "/trickle.hellopack", DEADLINE_S=0.5),
+    "url-too-slow": lambda k, t: _url(k, t, "/trickle.hellopack", RATE_WINDOW_S=0.5),
+    "url-silent": lambda k, t: _url(k, t, "/stall.hellopack", READ_TIMEOUT_S=0.5),
+    "url-cut-short": lambda k, t: _url(k, t, "/short-chunked.hellopack"),
+    "url-redirect-to-file": lambda k, t: _url(k, t, "/redirect-file.hellopack"),
+    "url-redirect-to-ftp": lambda k, t: _url(k, t, "/redirect-ftp.hellopack"),
+    "url-control-characters": lambda k, t: _url(k, t, "/reason.hellopack"),
+    "url-checksum-valid-but-broken": lambda k, t: _url(k, t, "/broken.hellopack"),
+    "url-long-name": _url_long,
 }
 
 
@@ -543,12 +640,19 @@ def _outputs(folder: Path | None) -> list[str]:
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=r.id, marks=[pytest.mark.slow] if r.id in SLOW_ROWS else [])
                                  for r in ROWS])
-def test_row(row: Row, kit: Kit, tmp_path: Path):
+def test_row(row: Row, kit: Kit, tmp_path: Path, monkeypatch):
+    import hellopack.train.fetch as fetch
+
     case = CASES[row.id](kit, tmp_path)
+    for name, value in case.patches.items():
+        monkeypatch.setattr(fetch, name, value)
     res = CliRunner().invoke(app, case.argv)
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         raise res.exception  # a crash: show its traceback
     assert res.exit_code == row.exit, res.stderr
+    # a stranger's string never reaches the terminal raw: no control character but newlines, no bidi override
+    raw = re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", res.stdout + res.stderr)
+    assert raw is None, (raw, res.stdout, res.stderr)
     if row.exit != 0:
         expected = _fill(row.expected, case.subs)
         lines = res.stderr.splitlines()

@@ -128,6 +128,44 @@ def test_grid_that_is_a_folder(tmp_path: Path):
     assert r.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+def test_json_never_prints_infinity(monkeypatch):
+    """1e400 in a manifest is refused by the reader; and should a summary ever hold inf, --json refuses
+    rather than print `Infinity` (not JSON)."""
+    vector = VECTORS / "non-finite-number.hellopack"
+    r = runner.invoke(app, ["inspect", str(vector), "--json"])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr == (f"hellopack: error: {vector}: manifest: invalid JSON (key \"note\" holds 1e400, which is "
+                        "not a finite number)\n")
+    import hellopack_cli.inspect_cmd as ic
+
+    real = ic.summarize
+    monkeypatch.setattr(ic, "summarize", lambda a: {**real(a), "ratio": float("inf")})
+    r = runner.invoke(app, ["inspect", str(GOOD), "--json"])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr == ("hellopack: error: the archive summary holds a number JSON cannot represent (NaN or "
+                        "Infinity); the archive is damaged, rebuild it\n")
+
+
+@pytest.mark.parametrize("how", ["same path", "dotted path", "symlink", "hard link"])
+def test_grid_never_writes_over_the_archive(tmp_path: Path, how: str):
+    import os
+    import shutil
+
+    archive = Path(shutil.copy(GOOD, tmp_path / "a.hellopack"))
+    grid = {"same path": archive, "dotted path": tmp_path / "." / "a.hellopack",
+            "symlink": tmp_path / "link.png", "hard link": tmp_path / "hard.png"}[how]
+    if how == "symlink":
+        os.symlink(archive, grid)
+    elif how == "hard link":
+        os.link(archive, grid)
+    r = runner.invoke(app, ["inspect", str(archive), "--grid", str(grid)])
+    assert r.exit_code == 2
+    assert r.stderr == (f"hellopack: error: --grid '{grid}' is the archive itself; name another .png file, "
+                        f"e.g. {tmp_path / 'a.png'}\n")
+    assert archive.read_bytes() == GOOD.read_bytes() and r.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"a.hellopack", grid.name})
+
+
 def test_inspect_says_which_training_protocol_the_archive_carries():
     from hellopack.distill import BuildConfig
     from hellopack.summary import describe_protocol

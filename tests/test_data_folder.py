@@ -219,3 +219,44 @@ def test_imagenet_rejects_non_wordnet_folders(tmp_path):
         open_source("imagenet", tmp_path)
     assert str(e.value) == ("folder 'cats' is not an ImageNet-1K WordNet id (like 'n01440764'); "
                             "use the 'folder' recipe for other datasets")
+
+
+def _unblock(fifo: Path) -> None:
+    """Release a reader stuck in open() on ``fifo`` (so a failing test does not hang the session)."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_named_like_an_image_is_skipped_never_opened(tmp_path):
+    """A FIFO named 000.jpg sorted first (it would set the natural size) is counted as bad, not opened."""
+    import threading
+
+    for i in range(1, 9):
+        png(tmp_path / "a" / f"{i}.png")
+    fifo = tmp_path / "a" / "000.jpg"
+    os.mkfifo(fifo)
+    result: dict = {}
+
+    def scan() -> None:
+        try:
+            src = open_source("folder", tmp_path, max_bad_fraction=0.5)
+            result["keys"] = keys(src)
+            result["skipped"] = src.skipped
+        except BaseException as e:  # noqa: BLE001 - reported below
+            result["error"] = e
+
+    t = threading.Thread(target=scan, daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():
+        _unblock(fifo)
+        t.join(5)
+        pytest.fail("opening the folder blocked on the FIFO")
+    assert "error" not in result, result.get("error")
+    assert result["keys"] == [f"a/{i}.png" for i in range(1, 9)]
+    rep = result["skipped"]
+    assert (rep.seen, rep.bad) == (9, 1)
+    assert rep.examples == [(str(fifo), "not a regular file (a FIFO)")]

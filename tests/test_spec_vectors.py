@@ -17,7 +17,7 @@ BAD = sorted(p.name[: -len(".error.txt")] for p in VECTORS.glob("*.error.txt"))
 def test_the_malformed_set_is_complete() -> None:
     assert BAD == sorted(["truncated", "flipped-byte", "bad-magic", "unknown-major-version", "path-traversal",
                           "oversized-manifest", "decompression-bomb", "checksum-mismatch", "missing-member",
-                          "bad-recipe-key", "lora-summary-mismatch"])
+                          "bad-recipe-key", "lora-summary-mismatch", "non-finite-number"])
 
 
 def test_regenerating_reproduces_every_committed_byte(tmp_path: Path) -> None:

@@ -50,12 +50,41 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _Overflow:
+    """A number literal too large for a float (``1e400``): parsed as this marker, never as infinity."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _finite_float(text: str) -> float | _Overflow:
+    v = float(text)
+    return v if math.isfinite(v) else _Overflow(text)
+
+
+def _overflow_in(v: Any) -> _Overflow | None:
+    if isinstance(v, _Overflow):
+        return v
+    if isinstance(v, list):
+        return next((o for x in v if (o := _overflow_in(x)) is not None), None)
+    return None
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict:
+    """Duplicate keys and numbers that overflow to infinity are errors, naming the key."""
+    for k, v in pairs:
+        o = _overflow_in(v)
+        if o is not None:
+            raise ValueError(f"key {json.dumps(k)[:80]} holds {o.text[:40]}, which is not a finite number")
+    return _no_duplicates(pairs)
+
+
 def parse_manifest(raw: bytes, expected_sha256: bytes) -> dict:
     if hashlib.sha256(raw).digest() != expected_sha256:
         raise ArchiveError("manifest", "sha256 does not match the header (archive damaged)")
     try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                         parse_constant=_reject_constant)
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_strict_object,
+                         parse_constant=_reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
         raise ArchiveError("manifest", "is not valid UTF-8") from None
     except RecursionError:

@@ -17,6 +17,7 @@ UTF-8: paths are kept as bytes; keys and class ids show undecodable bytes as \\x
 from __future__ import annotations
 
 import os
+import stat
 from array import array
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,7 +25,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from hellopack.data.convert import is_image_name, open_rgb
+from hellopack.data.convert import BadImage, is_image_name, open_rgb
 from hellopack.data.names import apply_classes_file, display_name, printable
 from hellopack.data.types import ClassInfo, ImageSource, Sample, SourceMeta
 from hellopack.errors import DataPathError, HellopackError
@@ -205,6 +206,7 @@ class FolderSource(ImageSource):
     def _load(self, index: int) -> Sample:
         label = self._label(index)
         path = self._path(index)
+        _check_regular(path)
         image = open_rgb(os.fsdecode(path))  # bytes would mean image data; surrogateescape keeps odd names
         rel = path[len(os.fsencode(self.root)):].lstrip(b"/")
         return Sample(image=image, label=self.classes[label].index, key=printable(rel))
@@ -220,6 +222,19 @@ class FolderSource(ImageSource):
         return out
 
 
+def _check_regular(path: bytes) -> None:
+    """Never open what is not a regular file: a FIFO named 000.jpg would block the build forever, a
+    device would stream without end. Counted as an unreadable image (BadImage), like a broken link."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise BadImage(f"cannot read: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+            "a socket" if stat.S_ISSOCK(mode) else "not a file"
+        raise BadImage(f"not a regular file ({kind})")
+
+
 def _natural_size(paths: Iterable[bytes]) -> tuple[int, float]:
     """Small square images (CIFAR-like exports) keep their size; photos default to 224.
 
@@ -228,6 +243,7 @@ def _natural_size(paths: Iterable[bytes]) -> tuple[int, float]:
     """
     for path in paths:
         try:
+            _check_regular(path)
             with Image.open(path) as img:
                 w, h = img.size
         except Exception:  # noqa: BLE001 - a bad file is counted later, not fatal here

@@ -109,7 +109,18 @@ def malformed(valid: bytes) -> dict[str, bytes]:
     m9, s9 = split(valid)
     m9["lora"]["rank_encoder"] = 3  # the summary disagrees with the targets (rank 2); tensors untouched
     out["lora-summary-mismatch"] = assemble(m9, s9)
+    out["non-finite-number"] = with_literal(valid, "note", b"1e400")
     return out
+
+
+def with_literal(valid: bytes, key: str, literal: bytes) -> bytes:
+    """A top-level (free-form) ``key`` holding a raw JSON literal that canonical_json cannot write."""
+    m, stored = split(valid)
+    m[key] = "@literal@"
+    blob = assemble(m, stored)
+    mlen = struct.unpack_from("<Q", blob, 16)[0]
+    raw = blob[56:56 + mlen].replace(b'"@literal@"', literal)
+    return blob[:16] + struct.pack("<Q32s", len(raw), hashlib.sha256(raw).digest()) + raw + blob[56 + mlen:]
 
 
 # The exact error each malformed vector must produce (spec/FORMAT.md, "Defects").
@@ -130,6 +141,7 @@ EXPECTED = {
     "bad-recipe-key": "manifest: key 'recipe.crop_scale' must be a list of 2 numbers 0 < min <= max <= 1",
     "lora-summary-mismatch": "manifest: lora.rank_encoder is 3 but the encoder targets have rank 2; "
                              "the archive is inconsistent, rebuild it",
+    "non-finite-number": 'manifest: invalid JSON (key "note" holds 1e400, which is not a finite number)',
 }
 
 

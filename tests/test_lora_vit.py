@@ -23,6 +23,7 @@ from torch import nn
 
 from hellopack.archive import ArchiveError, LoraLayout, LoraTarget, open_archive
 from hellopack.distill import BuildConfig, build
+from hellopack.errors import HellopackError
 from hellopack.models.base import BaseModel, load_base
 from hellopack.models.lora import LoRAConv2d, LoRALinear, LoRAMultiheadAttention, merge_lora
 from hellopack.models.projector import Projector
@@ -138,7 +139,7 @@ def test_mha_merge_refuses_non_finite_weights() -> None:
     lora = _lora_attention(0)
     with torch.no_grad():
         lora.lora_B[0, 0] = float("inf")
-    with pytest.raises(Exception, match="non-finite weights in layer 'visual.blk.attn'"):
+    with pytest.raises(HellopackError, match="non-finite weights in layer 'visual.blk.attn'"):
         merge_lora(lora, prefix="visual.blk.attn")
 
 

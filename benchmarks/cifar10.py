@@ -18,9 +18,12 @@ Stages:
      linear probe, and archives built on it;
  (d) ConvNet-3 and CIFAR-stem ResNet-18 students (`train`) with hard labels, the teachers'
      labels (online, RDED protocol), and each projector's labels; final-epoch test top-1;
- (e) label fidelity vs LoRA rank (encoder and head ranks) on the same teachers;
+ (e) label fidelity vs LoRA rank (encoder and head ranks) on the same teachers, on each base and
+     on the random-init tiny ViT "hellopack-tiny-vit" (LoRA on its patch embedding and on every
+     block's attention and MLP; --sweep-only runs the teachers and this ViT row alone);
  (f) per row: archive size, label payload, and the soft-label files the teacher row needs.
-Results: benchmarks/results/cifar10.{json,md} (--quick: cifar10-quick.{json,md}).
+Results: benchmarks/results/cifar10.{json,md} (--quick: cifar10-quick.{json,md}; --sweep-only:
+cifar10[-quick]-sweep-vit.{json,md}).
 """
 
 from __future__ import annotations
@@ -60,7 +63,10 @@ ROW_ARCHIVE = {"hard": "given", "teacher": "given", "projector": "given", "proje
                "projector-refine": "simclr-refine", OBSERVER_ROW: "simclr-projobs"}
 PRETRAINED_ROWS = ("projector-simclr", "projector-refine", OBSERVER_ROW)
 STUDENT_TITLES = {"convnet": "ConvNet-3", "resnet18_cifar": "ResNet-18 (CIFAR stem)"}
-BASE_TITLES = {"given": "Random-init base", "simclr": "SimCLR base"}
+BASE_TITLES = {"given": "Random-init base", "simclr": "SimCLR base", "tiny-vit": "Random-init tiny ViT base"}
+# Bases only the rank sweep fits (random init): kind -> open_clip model name. A ViT tower is adapted on
+# its patch embedding and every block's attention in-projection, out_proj and MLP (issue 16).
+SWEEP_BASES = {"tiny-vit": "hellopack-tiny-vit"}
 # Published RDED anchors (DESIGN.md section 5), top-1 %.
 ANCHORS = {("convnet", 10): 50.2, ("convnet", 50): 68.4, ("resnet18_cifar", 10): 37.1, ("resnet18_cifar", 50): 62.1}
 REFINE_LR = 0.01  # measured on the quick run's SimCLR archive: 300 steps 24.3 -> 32.6 %, 800 steps -> 36.3 %
@@ -87,6 +93,7 @@ class Plan:
     head_ranks: tuple[int, ...]  # capped at min(classes, embed_dim) when run
     sweep_fit_epochs: int
     sweep_train_shards: int | None = None  # the rank sweep's fits read only the first N training shards
+    sweep_extra_bases: tuple[str, ...] = ("tiny-vit",)  # SWEEP_BASES the rank sweep also fits
     fit_batch_size: int = 32  # small batches: the fit is step-limited on CPU budgets (see the notes)
     refine_steps: int = 800  # the "+ refine" archives: LoRA refined on the archive's own training views
     n_real: int = 300
@@ -152,6 +159,7 @@ def estimate(plan: Plan, base: str, pretrain: bool) -> dict[str, float]:
     fidelity = TEST_IMAGES * (cost("label", base) + teachers * t_cost + cost("decode"))
     select = CLASSES * plan.n_real * (plan.m_crops * cost("label", base) + 2 * cost("decode"))
     bases = 2 if pretrain else 1
+    sweep_bases = bases + len(plan.sweep_extra_bases)  # their fit cost: the dearest known base (cost())
     refine = (plan.refine_steps * min(100, CLASSES * max(plan.ipcs)) * (fit_img - cost("decode")) + fidelity
               ) * len(plan.ipcs) if pretrain else 0.0
     sweep_points = len(sweep_points_for(plan, 10))
@@ -164,7 +172,8 @@ def estimate(plan: Plan, base: str, pretrain: bool) -> dict[str, float]:
                      + 2 * (plan.probe_train + plan.probe_test) * (cost("label", base) + cost("decode"))
                      ) if pretrain else 0.0,
         "build": bases * (plan.fit_epochs * n * fit_img + fidelity) + bases * len(plan.ipcs) * select + refine,
-        "rank sweep": bases * (sweep_points - reused) * (plan.sweep_fit_epochs * n_sweep * fit_img + fidelity),
+        "rank sweep": bases * (sweep_points - reused) * (plan.sweep_fit_epochs * n_sweep * fit_img + fidelity)
+        + (sweep_bases - bases) * sweep_points * (plan.sweep_fit_epochs * n_sweep * fit_img + fidelity),
         "students": 0.0,
     }
     for (arch, ipc), (epochs, seeds, rows) in plan.students.items():
@@ -176,6 +185,12 @@ def estimate(plan: Plan, base: str, pretrain: bool) -> dict[str, float]:
                        + TEST_IMAGES * (cost("eval", arch) + cost("decode")))
             est["students"] += seeds * per_run
     return {k: v / SPEEDUP for k, v in est.items()}
+
+
+def sweep_only_estimate(plan: Plan, est: dict[str, float]) -> dict[str, float]:
+    """--sweep-only: the teachers, and the rank sweep's share that its extra bases take."""
+    per_base = est["rank sweep"] / max(1, 2 + len(plan.sweep_extra_bases))  # at most: every point refitted
+    return {"teach": est["teach"], "rank sweep": per_base * len(plan.sweep_extra_bases)}
 
 
 def kept_epochs(plan: Plan) -> list[int]:
@@ -465,7 +480,8 @@ def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, ba
         # One work folder per fit: the IPC 10 and IPC 50 builds share the (long) projector fit.
         cfg = BuildConfig(recipe="cifar10", out=str(out), data_dir=str(ctx.data),
                           workdir=str(ctx.cache.root / f"fit-{fit_key}"), ipc=ipc, teachers_dir=teacher["folder"],
-                          base=ctx.base, pretrained=ctx.clip_tag if base_kind == "given" else None,
+                          base=SWEEP_BASES.get(base_kind, ctx.base),
+                          pretrained=ctx.clip_tag if base_kind == "given" else None,
                           clip_weights=weights, rank_encoder=rank_encoder, rank_head=rank_head,
                           fit_epochs=fit_epochs, fit_lr=fit_lr, fit_batch_size=batch, n_real=n_real,
                           m_crops=m_crops, refine_steps=refine_steps, refine_lr=REFINE_LR if refine_steps else None,
@@ -562,28 +578,7 @@ def run_all(ctx: Ctx) -> dict:
                 log(f"    simclr IPC {ipc}, projector as observer: {archives[('simclr-projobs', ipc)]['build_seconds']:.0f} s")
     res["archives"] = [{"base": k, **a} for (k, _), a in archives.items()]
 
-    sweep_ctx = ctx
-    if plan.sweep_train_shards and plan.train_shards is None:
-        view = data_view(ctx.data, plan.sweep_train_shards, ctx.cache.root)
-        sweep_ctx = replace(ctx, data=view, data_id=data_identity(view))
-    res["rank_sweep_train_images"] = train_images(sweep_ctx.data)
-    log(f"(e) label fidelity vs rank (fit {plan.sweep_fit_epochs} epoch(s) on {res['rank_sweep_train_images']:,} "
-        "training images), on each base")
-    sweep = []
-    for kind, weights, bkey in bases:
-        for re_, rh in sweep_points_for(plan, cap):
-            if (re_, rh) == (8, cap) and plan.sweep_fit_epochs == plan.fit_epochs and sweep_ctx is ctx:
-                a = archives[(kind, plan.ipcs[0])]  # the main archive is this point
-            else:
-                a = stage_build(sweep_ctx, teacher, kind, weights, bkey, 1, re_, rh, plan.sweep_fit_epochs, 1, 1,
-                                "rank")
-            f = a["fidelity"]
-            sweep.append({"base": kind, "rank_encoder": re_, "rank_head": a["rank_head"],
-                          "lora_parameters": a["lora_parameters"], "payload_bytes": a["payload_bytes"],
-                          "fit_epochs": plan.sweep_fit_epochs, **f})
-            log(f"    {kind} base, encoder {re_}, head {a['rank_head']}: agreement {f['agreement']:.2%}, "
-                f"KL {f['kl']:.3f}, {a['payload_bytes']:,} B")
-    res["rank_sweep"] = sweep
+    res["rank_sweep"] = run_sweep(ctx, teacher, bases + sweep_extra(ctx), archives, cap)
 
     log("(d) students")
     students = []
@@ -615,6 +610,76 @@ def run_all(ctx: Ctx) -> dict:
     res["students"] = students
     res["targets"] = targets(students)
     return res
+
+
+def sweep_extra(ctx: Ctx) -> list[tuple[str, None, str]]:
+    """(kind, weights, base key) of the plan's SWEEP_BASES: random init, so the key is the model's fingerprint."""
+    return [(kind, None, key_of(base_identity(replace(ctx, base=SWEEP_BASES[kind], clip_tag=None, clip_weights=None))))
+            for kind in ctx.plan.sweep_extra_bases]
+
+
+def run_sweep(ctx: Ctx, teacher: dict, bases: list[tuple[str, str | None, str]],
+              archives: dict[tuple[str, int], dict], cap: int) -> list[dict]:
+    """(e): one fit per (base, rank point); a point equal to a main archive reuses it."""
+    plan, res = ctx.plan, ctx.out
+    sweep_ctx = ctx
+    if plan.sweep_train_shards and plan.train_shards is None:
+        view = data_view(ctx.data, plan.sweep_train_shards, ctx.cache.root)
+        sweep_ctx = replace(ctx, data=view, data_id=data_identity(view))
+    res["rank_sweep_train_images"] = train_images(sweep_ctx.data)
+    log(f"(e) label fidelity vs rank (fit {plan.sweep_fit_epochs} epoch(s) on {res['rank_sweep_train_images']:,} "
+        "training images), on each base")
+    sweep = []
+    for kind, weights, bkey in bases:
+        for re_, rh in sweep_points_for(plan, cap):  # cap: min(classes, embed_dim) of the main base
+            if (re_, rh) == (8, cap) and plan.sweep_fit_epochs == plan.fit_epochs and sweep_ctx is ctx \
+                    and (kind, plan.ipcs[0]) in archives:
+                a = archives[(kind, plan.ipcs[0])]  # the main archive is this point
+            else:
+                a = stage_build(sweep_ctx, teacher, kind, weights, bkey, 1, re_, rh, plan.sweep_fit_epochs, 1, 1,
+                                "rank")
+            f = a["fidelity"]
+            sweep.append({"base": kind, "rank_encoder": re_, "rank_head": a["rank_head"],
+                          "lora_parameters": a["lora_parameters"], "payload_bytes": a["payload_bytes"],
+                          "fit_epochs": plan.sweep_fit_epochs, **f})
+            log(f"    {kind} base, encoder {re_}, head {a['rank_head']}: agreement {f['agreement']:.2%}, "
+                f"KL {f['kl']:.3f}, {a['payload_bytes']:,} B")
+    return sweep
+
+
+def run_sweep_only(ctx: Ctx) -> dict:
+    """The teachers and the rank sweep on the plan's SWEEP_BASES alone (no main archives, no students)."""
+    res = ctx.out
+    teacher = stage_teacher(ctx)
+    res["teacher"] = teacher
+    bases = sweep_extra(ctx)
+    res["bases"] = {kind: {"name": SWEEP_BASES[kind], "kind": "random init"} for kind, _, _ in bases}
+    res["rank_sweep"] = run_sweep(ctx, teacher, bases, {}, CLASSES)  # both bases embed 64 > 10 classes
+    return res
+
+
+def sweep_markdown(res: dict) -> str:
+    """The --sweep-only results: the rank sweep table of (e)."""
+    plan, m = res["plan"], res["machine"]
+    t = res["teacher"]
+    tops = ", ".join(f"{100 * c['val_top1']:.2f} %" for c in t["checkpoints"])
+    lines = [f"# CIFAR-10 rank sweep on the tiny ViT ({res['mode']} plan, --sweep-only)", "",
+             f"Command: `{res['command']}`", "",
+             f"Machine: {m['cpus']} CPU cores, no GPU, torch {m['torch']} with {m['threads']} threads, load average "
+             f"{m['load_start']:.1f} at the start and {m['load_end']:.1f} at the end; {res['wall_seconds'] / 60:.1f} "
+             "min in all.", "",
+             f"Teachers: {t['arch']}, {t['epochs']} epochs on {res['train_images']:,} training images, checkpoints of "
+             f"epochs {', '.join(str(c['epoch']) for c in t['checkpoints'])} (test top-1 {tops}).", "",
+             f"Fit {plan['sweep_fit_epochs']} epoch(s) on {res['rank_sweep_train_images']:,} training images; "
+             "agreement, KL and projector top-1 on the 10,000 test images. LoRA on the patch embedding and on every "
+             "block's attention in-projection (`mha_in_proj`), `out_proj`, `mlp.c_fc` and `mlp.c_proj`.", "",
+             "| base | encoder rank | head rank | LoRA numbers | label payload (fp16) | agreement | KL | projector top-1 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in res["rank_sweep"]:
+        lines.append(f"| {r['base']} | {r['rank_encoder']} | {r['rank_head']} | {r['lora_parameters']:,} | "
+                     f"{r['payload_bytes']:,} B | {100 * r['agreement']:.2f} % | {r['kl']:.3f} | "
+                     f"{100 * r['projector_top1']:.2f} % |")
+    return "\n".join(lines + [""])
 
 
 def targets(students: list[dict]) -> list[dict]:
@@ -749,7 +814,7 @@ def markdown(res: dict) -> str:
         lines.append(f"| {STUDENT_TITLES.get(st['arch'], st['arch'])} | {st['ipc']} | {ROW_TITLES[st['labels']]} | "
                      f"{st['epochs']} | {st['seeds']} | {acc} | {size(st['archive_bytes'])} | {payload} | "
                      f"{size(st['soft_label_bytes'])} | {size(st['soft_label_bytes_300_epochs'])} |")
-    swept = sorted({r.get("base", "given") for r in res["rank_sweep"]}, key=["given", "simclr"].index)
+    swept = sorted({r.get("base", "given") for r in res["rank_sweep"]}, key=["given", "simclr", "tiny-vit"].index)
     lines += ["", "## (e) Label fidelity vs LoRA rank", "",
               f"{' and '.join(BASE_TITLES[b] for b in swept)}, same teachers, fit {plan['sweep_fit_epochs']} "
               f"epoch(s) on {res.get('rank_sweep_train_images', res['train_images']):,} training images; ranks above "
@@ -841,6 +906,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reverse-students", action="store_true",
                     help="run the student stages last-first (a second process on the same cache shares the work)")
     ap.add_argument("--no-pretrain", action="store_true", help="skip the SimCLR base and its rows")
+    ap.add_argument("--sweep-only", action="store_true",
+                    help="only the teachers and the rank sweep on the tiny ViT base (results: *-sweep-vit.*)")
     ap.add_argument("--seeds", type=int, default=None, help="override the seeds of every student row")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads [all cores]")
     ap.add_argument("--cache", type=Path, default=CACHE)
@@ -861,6 +928,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     est = estimate(plan, args.base, pretrain)
+    if args.sweep_only:
+        est = sweep_only_estimate(plan, est)
+        stem += "-sweep-vit"
     total = sum(est.values())
     print(f"CIFAR-10 benchmark, {plan.mode} run. Estimated time on an idle {os.cpu_count()}-core CPU "
           f"({args.threads} torch threads): {total / 60:.0f} min from scratch (finished stages are cached and skipped)")
@@ -896,7 +966,7 @@ def main(argv: list[str] | None = None) -> int:
                     {"arch": a, "ipc": i, "epochs": e, "seeds": s, "rows": list(r)}
                     for (a, i), (e, s, r) in plan.students.items()]},
                 "estimate_seconds": round(total), "estimate_by_stage": {k: round(v) for k, v in est.items()}})
-    run_all(ctx)
+    run_sweep_only(ctx) if args.sweep_only else run_all(ctx)
     res["wall_seconds"] = round(time.perf_counter() - t0, 1)
     res["stage_seconds"] = round(sum(cache.seconds.values()), 1)
     res["machine"] = {**machine(args.threads), "load_start": load_start, "load_end": os.getloadavg()[0]}
@@ -906,7 +976,7 @@ def main(argv: list[str] | None = None) -> int:
     res["notes"] = NOTES
     args.results.mkdir(parents=True, exist_ok=True)
     res = relative_paths(res)
-    text = markdown(res)
+    text = sweep_markdown(res) if args.sweep_only else markdown(res)
     (args.results / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     (args.results / f"{stem}.md").write_text(text)
     print(text)

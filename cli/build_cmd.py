@@ -54,7 +54,7 @@ def build(
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help=f"open_clip pretrained tag; 'none' for random init \\[{_D.pretrained}; none with --clip-weights].", rich_help_panel=PROJ),
     clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="Base weights file (.safetensors/.pt) instead of a download.", rich_help_panel=PROJ),
     templates: Optional[str] = typer.Option(None, "--templates", help=f"Prompt templates: openai, simple or a FILE \\[{_D.templates}].", rich_help_panel=PROJ),
-    rank_encoder: Optional[int] = typer.Option(None, "--rank-encoder", help=f"LoRA rank on every conv of the image tower \\[{_D.rank_encoder}].", rich_help_panel=PROJ),
+    rank_encoder: Optional[int] = typer.Option(None, "--rank-encoder", help=f"LoRA rank on every image-tower target (each conv; a ViT's blocks too) \\[{_D.rank_encoder}].", rich_help_panel=PROJ),
     rank_head: Optional[int] = typer.Option(None, "--rank-head", help=f"LoRA rank on the head \\[{HEAD_RANKS[0]} up to {HEAD_RANK_CLASSES} classes, else {HEAD_RANKS[1]}; at most the class count and the base's embed_dim].", rich_help_panel=PROJ),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="LoRA alpha \\[= rank].", rich_help_panel=PROJ),
     lora_dtype: Optional[str] = typer.Option(None, "--lora-dtype", help=f"{' or '.join(LORA_DTYPES)} (int8 with per-row scales) \\[{_D.lora_dtype}].", rich_help_panel=PROJ),

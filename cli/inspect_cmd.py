@@ -52,7 +52,7 @@ def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
     t.add_row("base model", _text(f"open_clip {_v(b['name'])}" + (f" / {_v(b['pretrained'])}" if b.get("pretrained") else ""))
               + (" (custom weights: share them once)" if b.get("custom") else ""))
     t.add_row("base fingerprint", b["fingerprint"])
-    t.add_row("LoRA", f"rank {lo['rank_encoder']} on {lo['encoder_targets']} convs + rank {lo['rank_head']} on the head, "
+    t.add_row("LoRA", f"rank {lo['rank_encoder']} on {lo['encoder_targets']} layers + rank {lo['rank_head']} on the head, "
               f"{lo['parameters']:,} stored parameters ({lo['dtype']})")
     r = s["recipe"]
     t.add_row("recipe", _text(f"{_v(r.get('epochs'))} epoch{'s' if r.get('epochs') != 1 else ''}, "

@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 import hellopack.archive.reader as reader_mod
-from hellopack.archive import FORMAT_MINOR, ArchiveError, canonical_json, open_archive
+from hellopack.archive import ArchiveError, canonical_json, open_archive
 from hellopack.archive.manifest import MemberInfo
 from hellopack.archive.tarstream import entry_header
 from hellopack.archive.zstdio import MemberReader
@@ -146,7 +146,8 @@ def _bad_sum(tar: bytes) -> bytes:
 def _raw_bytes(valid: bytes, raw: bytes) -> bytes:
     m, stored = mv.split(valid)
     data = b"".join(stored[x["name"]] for x in m["members"])
-    return struct.pack("<8sHHIQ32s", b"HLLOPACK", 1, FORMAT_MINOR, 0, len(raw), hashlib.sha256(raw).digest()) + raw + data
+    minor = m["format_version"][1]  # the vector's own minor (the writer writes the lowest that fits)
+    return struct.pack("<8sHHIQ32s", b"HLLOPACK", 1, minor, 0, len(raw), hashlib.sha256(raw).digest()) + raw + data
 
 
 def _raw_manifest(valid: bytes, edit) -> bytes:

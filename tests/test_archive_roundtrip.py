@@ -11,7 +11,7 @@ from safetensors.numpy import save as st_save
 
 import hellopack.archive.writer as writer_mod
 from hellopack.archive import (
-    FORMAT_MAJOR, FORMAT_MINOR, ArchiveError, canonical_json, decode_lora, encode_lora, open_archive,
+    FORMAT_MAJOR, ArchiveError, canonical_json, decode_lora, encode_lora, open_archive,
 )
 from test_archive_kit import base_doc, lora_tensors, png, write, writer_for
 
@@ -23,7 +23,8 @@ def test_round_trip_manifest_members_images_and_lora(tmp_path: Path) -> None:
             ("c_1", 1, png((9, 9, 9), fmt="WEBP"), "webp")]
     a = open_archive(write(doc, tmp_path / "x.hellopack", images=imgs, extra={"notes.txt": b"hello"}))
 
-    expected = dict(doc["manifest"], format="hellopack", format_version=[FORMAT_MAJOR, FORMAT_MINOR],
+    # conv2d and linear targets only: the writer writes the lowest minor that describes them, 1.1
+    expected = dict(doc["manifest"], format="hellopack", format_version=[FORMAT_MAJOR, 1],
                     tool={"name": "hellopack", "version": "0.1.0"})
     assert {k: v for k, v in a.manifest.items() if k != "members"} == expected
     assert [m.name for m in a.members] == ["prompts.json", "lora.safetensors", "notes.txt", "images.tar"]

@@ -161,7 +161,10 @@ def test_image_features_differentiable_wrt_pixels(proj):
 def test_tiny_vit_projector():
     base = load_base("hellopack-tiny-vit")
     p = Projector(base, CLASSES, ["a photo of a {}."], rank_encoder=2, rank_head=5)
-    assert [t.name for t in p.lora_layout("fp16").targets] == ["visual.conv1", "head"]
+    # issue 16: each block's attention and MLP are adapted too, not only the patch embedding
+    blocks = [f"visual.transformer.resblocks.{i}.{m}" for i in range(2)
+              for m in ("attn", "attn.out_proj", "mlp.c_fc", "mlp.c_proj")]
+    assert [t.name for t in p.lora_layout("fp16").targets] == ["visual.conv1", *blocks, "head"]
     _randomise_b(p)
     x = torch.rand(2, 3, 48, 48)
     with torch.no_grad():

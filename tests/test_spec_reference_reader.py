@@ -21,7 +21,7 @@ def reference_reader():
     return ns["read_hellopack"]
 
 
-@pytest.mark.parametrize("name", ["valid-minimal", "valid-int8"])
+@pytest.mark.parametrize("name", ["valid-minimal", "valid-int8", "valid-vit"])
 def test_reference_reader_reads_valid_vectors(name: str) -> None:
     manifest, members = reference_reader()(VECTORS / f"{name}.hellopack")
     a = open_archive(VECTORS / f"{name}.hellopack")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 MAGIC = b"HLLOPACK"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1
+FORMAT_MINOR = 2  # the newest minor this hellopack reads and writes (1.2: target kind mha_in_proj)
 FORMAT_NAME = "hellopack"
 
 # <magic 8s> <major u16> <minor u16> <flags u32> <manifest_length u64> <manifest sha256 32s>

@@ -12,8 +12,11 @@ from typing import Any, Mapping
 
 from hellopack.archive.format import LORA, ArchiveError
 
-HEAD = "head"  # the head's target name; every other target is an image-encoder convolution
-KINDS = ("conv2d", "linear")
+HEAD = "head"  # the head's target name; every other target is in the image encoder
+# kind -> the format minor that introduced it; a writer writes the lowest minor that describes its
+# targets, so an archive without a 1.2 kind stays a 1.1 archive, byte for byte (spec/FORMAT.md 13)
+KIND_SINCE = {"conv2d": 1, "linear": 1, "mha_in_proj": 2}
+KINDS = tuple(KIND_SINCE)
 DTYPES = ("fp16", "int8")
 _INCONSISTENT = "the archive is inconsistent, rebuild it"
 
@@ -33,11 +36,13 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 @dataclass(frozen=True)
 class LoraTarget:
-    """One adapted module: ``lora_A`` [rank, in, kh, kw] (linear: [rank, in]) and ``lora_B``
-    [out, rank, 1, 1] (linear: [out, rank]); the update is scaled by ``alpha / rank``."""
+    """One adapted module: ``lora_A`` [rank, in, kh, kw] (linear, mha_in_proj: [rank, in]) and
+    ``lora_B`` [out, rank, 1, 1] (linear, mha_in_proj: [out, rank]); the update is scaled by
+    ``alpha / rank``. ``mha_in_proj`` adapts a MultiheadAttention's packed q/k/v weight:
+    in = embed_dim, out = 3 * embed_dim."""
 
     name: str
-    kind: str  # "conv2d" | "linear"
+    kind: str  # "conv2d" | "linear" | "mha_in_proj"
     rank: int
     alpha: float
     in_features: int
@@ -51,8 +56,8 @@ class LoraTarget:
         return _numel(a) + _numel(b)
 
     def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The shapes of ``lora_A`` and ``lora_B`` (spec/FORMAT.md 3.3); a linear target's kernel_size
-        plays no part."""
+        """The shapes of ``lora_A`` and ``lora_B`` (spec/FORMAT.md 3.3); the kernel_size of a linear
+        or mha_in_proj target plays no part."""
         r, fin, fout = self.rank, self.in_features, self.out_features
         if self.kind == "conv2d":
             kh, kw = self.kernel_size or (1, 1)
@@ -75,7 +80,7 @@ class LoraTarget:
 
 @dataclass(frozen=True)
 class LoraLayout:
-    """Every LoRA target in module order (encoder convolutions, then ``head``) and the stored dtype."""
+    """Every LoRA target in module order (encoder targets, then ``head``) and the stored dtype."""
 
     targets: tuple[LoraTarget, ...]
     dtype: str = "fp16"
@@ -108,6 +113,11 @@ class LoraLayout:
     def parameters(self) -> int:
         return sum(t.parameters for t in self.targets)
 
+    @property
+    def format_minor(self) -> int:
+        """The lowest format minor whose target kinds cover this layout (what a writer writes)."""
+        return max(KIND_SINCE[t.kind] for t in self.targets)
+
     def with_dtype(self, dtype: str) -> "LoraLayout":
         return LoraLayout(self.targets, dtype)
 
@@ -126,6 +136,10 @@ class LoraLayout:
                                    ("parameters", layout.parameters, "the targets hold")):
             if lora[key] != derived:
                 raise ArchiveError("manifest", f"lora.{key} is {lora[key]} but {what} {derived}; {_INCONSISTENT}")
+        for t in layout.targets:  # q, k and v stacked: the packed projection is embed -> 3 * embed
+            if t.kind == "mha_in_proj" and t.out_features != 3 * t.in_features:
+                raise ArchiveError("manifest", f"lora target '{shown(t.name)}' of kind mha_in_proj has out_features "
+                                               f"{t.out_features}, not 3 x in_features {t.in_features}; {_INCONSISTENT}")
         return layout
 
     def check_tensors(self, tensors: Mapping[str, Any]) -> None:

@@ -120,7 +120,9 @@ class ArchiveWriter:
             raise ArchiveError("file", f"output folder '{path.parent}' does not exist; create it or choose another path")
         m = copy.deepcopy(self._manifest)
         m["format"], m["format_version"], m["members"] = FORMAT_NAME, [FORMAT_MAJOR, FORMAT_MINOR], []
-        self._check_contents(m, validate_manifest(m))
+        layout = validate_manifest(m)
+        m["format_version"] = [FORMAT_MAJOR, layout.format_minor]  # the lowest minor that describes it
+        self._check_contents(m, layout)
 
         names = [PROMPTS, LORA] + sorted(n for n in self._members if n not in (PROMPTS, LORA))
         blobs: list[tuple[str, bytes, int, str]] = []  # name, stored bytes, size, sha256 of data
@@ -165,7 +167,7 @@ class ArchiveWriter:
             raw = canonical_json(m)
             if len(raw) > MAX_MANIFEST_BYTES:
                 raise ArchiveError("manifest", f"is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
-            header = Header(FORMAT_MAJOR, FORMAT_MINOR, 0, len(raw), hashlib.sha256(raw).digest())
+            header = Header(FORMAT_MAJOR, m["format_version"][1], 0, len(raw), hashlib.sha256(raw).digest())
 
             with atomic_output(path) as out:
                 out.write(header.pack())

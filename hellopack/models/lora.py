@@ -1,4 +1,4 @@
-"""LoRA for Conv2d and Linear, following peft's rules.
+"""LoRA for Conv2d, Linear and MultiheadAttention's packed in-projection, following peft's rules.
 
 Base weights are frozen and never modified; A is kaiming-uniform random and B is
 zero, so a freshly injected model computes exactly what the base computes;
@@ -8,11 +8,14 @@ of the base weight and refuses a non-finite result.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
+from torch.func import functional_call
 
 from hellopack.errors import HellopackError
 
@@ -51,13 +54,18 @@ class _LoRABase(nn.Module):
     def merged_layer(self, name: str = "") -> nn.Module:
         raise NotImplementedError
 
+    def _base_weight(self) -> torch.Tensor:
+        """The frozen weight the delta is added to (same shape as ``delta_weight()``)."""
+        return self.base.weight
+
     def _merged_weight(self, name: str) -> torch.Tensor:
+        base = self._base_weight()
         with torch.no_grad():
-            w = self.base.weight.detach().float() + self.delta_weight().float()
+            w = base.detach().float() + self.delta_weight().float()
         if not torch.isfinite(w).all():
             raise HellopackError(f"LoRA merge produced non-finite weights in layer '{name or type(self).__name__}'; "
                                  f"the fitted deltas diverged (lower the learning rate and rebuild)")
-        return w.to(self.base.weight.dtype)
+        return w.to(base.dtype)
 
 
 class LoRAConv2d(_LoRABase):
@@ -114,8 +122,9 @@ class LoRALinear(_LoRABase):
 
     def merged_layer(self, name: str = "") -> nn.Linear:
         b = self.base
-        lin = nn.Linear(b.in_features, b.out_features, b.bias is not None,
-                        device=b.weight.device, dtype=b.weight.dtype)
+        # type(b): an attention's out_proj stays a NonDynamicallyQuantizableLinear
+        lin = type(b)(b.in_features, b.out_features, b.bias is not None,
+                      device=b.weight.device, dtype=b.weight.dtype)
         with torch.no_grad():
             lin.weight.copy_(self._merged_weight(name))
             if b.bias is not None:
@@ -123,36 +132,159 @@ class LoRALinear(_LoRABase):
         return lin.requires_grad_(False)
 
 
+class LoRAMultiheadAttention(_LoRABase):
+    """LoRA on ``nn.MultiheadAttention``'s packed q/k/v projection ``in_proj_weight`` [3E, E]:
+    A [r, E], B [3E, r], and attention runs with ``in_proj_weight + scaling * B @ A``.
+
+    Why the in-projection and not only ``out_proj`` and the MLP: queries, keys and values are
+    what LoRA adapts in a transformer (the LoRA paper's W_q, W_v), and a ViT's attention pattern
+    can only change through them. ``in_proj_weight`` is a bare parameter, so, as peft's
+    MultiheadAttention layer does, the delta goes into the weight and the base module's own
+    forward runs with the merged weight (``functional_call``: nothing of the base is modified).
+    An ``out_proj`` wrapped by LoRALinear is folded in the same way, because the base forward
+    reads ``out_proj.weight`` and never calls ``out_proj``. With B = 0 both merged weights equal
+    the base's bit for bit, so the output is exactly the base's.
+    """
+
+    def __init__(self, base: nn.MultiheadAttention, rank: int, alpha: float | None = None) -> None:
+        super().__init__()
+        if not _supports_mha(base):
+            raise HellopackError("LoRA supports only MultiheadAttention with one packed in_proj_weight "
+                                 "(kdim = vdim = embed_dim)")
+        self.base = base
+        w, e = base.in_proj_weight, base.embed_dim
+        self.lora_A = nn.Parameter(torch.empty(rank, e, dtype=w.dtype, device=w.device))
+        self.lora_B = nn.Parameter(torch.empty(3 * e, rank, dtype=w.dtype, device=w.device))
+        self._init_factors(rank, alpha)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.in_proj_weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.in_proj_bias
+
+    @property
+    def batch_first(self) -> bool:
+        return self.base.batch_first
+
+    def _base_weight(self) -> torch.Tensor:
+        return self.base.in_proj_weight
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scaling * (self.lora_B @ self.lora_A)
+
+    def forward(self, *args, **kwargs):  # the signature of nn.MultiheadAttention.forward
+        weights = {"in_proj_weight": self.base.in_proj_weight + self.delta_weight()}
+        out = self.base.out_proj
+        if isinstance(out, LoRALinear):
+            weights["out_proj.base.weight"] = out.base.weight + out.delta_weight()
+        return functional_call(self.base, weights, args, kwargs, strict=False)
+
+    def merged_layer(self, name: str = "") -> nn.MultiheadAttention:
+        mha = copy.deepcopy(self.base)
+        if isinstance(mha.out_proj, _LoRABase):
+            mha.out_proj = mha.out_proj.merged_layer(f"{name}.out_proj" if name else "out_proj")
+        mha.in_proj_weight = nn.Parameter(self._merged_weight(name))
+        return mha.requires_grad_(False)
+
+
 def _supports_lora(conv: nn.Module) -> bool:
     return (type(conv) is nn.Conv2d and conv.groups == 1 and conv.padding_mode == "zeros"
             and isinstance(conv.padding, tuple))
 
 
+def _supports_mha(attn: nn.Module) -> bool:
+    return (type(attn) is nn.MultiheadAttention and attn._qkv_same_embed_dim
+            and attn.in_proj_weight is not None)
+
+
+def _block_targets(block: nn.Module) -> list[nn.Module]:
+    """An open_clip transformer block's adapted modules: attention (in-projection), out_proj, MLP."""
+    attn, mlp = block.attn, block.mlp
+    found = [attn, attn.out_proj] if _supports_mha(attn) else []
+    return found + [m for m in (getattr(mlp, "c_fc", None), getattr(mlp, "c_proj", None))
+                    if isinstance(m, nn.Linear)]
+
+
+def lora_targets(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(module path, module) of everything ``inject_lora`` would wrap, in module order.
+
+    Every groups=1 ``nn.Conv2d`` (a ResNet tower's convolutions, a ViT's patch embedding), and in
+    each open_clip ``ResidualAttentionBlock`` (a ViT tower) the attention's packed in-projection,
+    its ``out_proj`` and the MLP's ``c_fc`` and ``c_proj``. Other linears (an RN tower's attention
+    pool) are left alone, so RN archives keep their targets.
+    """
+    in_blocks = {id(m) for b in module.modules() if isinstance(b, ResidualAttentionBlock)
+                 for m in _block_targets(b)}
+    return [(path, child) for path, child in module.named_modules()
+            if _supports_lora(child) or id(child) in in_blocks]
+
+
+def target_shape(m: nn.Module) -> tuple[str, int, int, tuple[int, int] | None]:
+    """(kind, in_features, out_features, kernel_size) a layout records for the base module ``m``."""
+    if isinstance(m, nn.Conv2d):
+        kh, kw = m.kernel_size
+        return "conv2d", m.in_channels, m.out_channels, (kh, kw)
+    if isinstance(m, nn.MultiheadAttention):
+        return "mha_in_proj", m.embed_dim, 3 * m.embed_dim, (1, 1)
+    return "linear", m.in_features, m.out_features, (1, 1)
+
+
+def _wrap(child: nn.Module, rank: int, alpha: float | None) -> _LoRABase:
+    if isinstance(child, nn.Conv2d):
+        return LoRAConv2d(child, rank, alpha)
+    if isinstance(child, nn.MultiheadAttention):
+        return LoRAMultiheadAttention(child, rank, alpha)
+    return LoRALinear(child, rank, alpha)
+
+
 def inject_lora(module: nn.Module, rank: int, alpha: float | None = None, prefix: str = "") -> list[str]:
-    """Wrap every groups=1 ``nn.Conv2d`` in ``module`` with LoRAConv2d, in place.
+    """Wrap every module ``lora_targets`` lists with its LoRA layer, in place.
 
     Returns the target names ``<prefix>.<module path>`` (or the bare path without prefix)
-    in module order. Grouped/depthwise convolutions are left alone. As peft does, every
-    other parameter of ``module`` is frozen: only the LoRA factors train.
+    in module order; a target keeps its base module's path (``...attn.out_proj``) though it
+    sits under the attention's wrapper. As peft does, every other parameter of ``module``
+    is frozen: only the LoRA factors train.
     """
     for path, child in module.named_modules():
         if isinstance(child, _LoRABase):
             raise HellopackError(f"module already has LoRA at '{path}'; inject once")
     targets = lora_targets(module)
     if not targets:
-        raise HellopackError("no groups=1 Conv2d layer found to put LoRA on")
+        raise HellopackError("no groups=1 Conv2d layer or transformer block found to put LoRA on")
     module.requires_grad_(False)
-    names = []
-    for path, conv in targets:
+    # module order, so A's random initialisation draws in the order it always has
+    for path, child in targets:
         parent_path, _, attr = path.rpartition(".")
-        setattr(module.get_submodule(parent_path), attr, LoRAConv2d(conv, rank, alpha))
-        names.append(f"{prefix}.{path}" if prefix else path)
-    return names
+        setattr(_through_wrappers(module, parent_path), attr, _wrap(child, rank, alpha))
+    return [f"{prefix}.{path}" if prefix else path for path, _ in targets]
 
 
-def lora_targets(module: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    """(module path, conv) of every convolution ``inject_lora`` would wrap, in module order."""
-    return [(path, child) for path, child in module.named_modules() if _supports_lora(child)]
+def _through_wrappers(module: nn.Module, path: str) -> nn.Module:
+    """The module at a base module path, stepping into a wrapper's ``base`` (an attention wrapped
+    before its out_proj)."""
+    for step in path.split(".") if path else []:
+        module = getattr(module, step)
+        if isinstance(module, _LoRABase):
+            module = module.base
+    return module
+
+
+def named_lora_modules(module: nn.Module) -> list[tuple[str, _LoRABase]]:
+    """(target path, LoRA module) in module order; a target's path is its base module's path
+    (the ``base`` step through an enclosing wrapper is dropped)."""
+    out = []
+    for path, m in module.named_modules():
+        if isinstance(m, _LoRABase) and path:
+            steps, parent = [], module
+            for step in path.split("."):
+                if not (isinstance(parent, _LoRABase) and step == "base"):
+                    steps.append(step)
+                parent = getattr(parent, step)
+            out.append((".".join(steps), m))
+    return out
 
 
 def merge_lora(module: nn.Module, prefix: str = "") -> nn.Module:
@@ -163,7 +295,12 @@ def merge_lora(module: nn.Module, prefix: str = "") -> nn.Module:
     """
     if isinstance(module, _LoRABase):
         return module.merged_layer(prefix)
-    wrapped = [(p, m) for p, m in module.named_modules() if isinstance(m, _LoRABase)]
+    # outermost wrappers only: an attention's wrapper merges the out_proj it holds
+    wrapped, inside = [], set()
+    for path, m in module.named_modules():
+        if isinstance(m, _LoRABase) and id(m) not in inside:
+            wrapped.append((path, m))
+            inside.update(id(c) for c in m.modules())
     for path, lora in wrapped:
         parent_path, _, attr = path.rpartition(".")
         name = f"{prefix}.{path}" if prefix else path

@@ -21,7 +21,8 @@ from hellopack.archive.layout import LoraLayout, LoraTarget, shown
 from hellopack.errors import HellopackError
 from hellopack.models.base import BaseModel
 from hellopack.models.common import ResizeNormalize
-from hellopack.models.lora import LoRAConv2d, LoRALinear, _LoRABase, inject_lora, lora_targets, merge_lora
+from hellopack.models.lora import (LoRALinear, _LoRABase, inject_lora, lora_targets, merge_lora, named_lora_modules,
+                                   target_shape)
 
 # Stored as "{}"-placeholder strings: that is the form prompts.json keeps in the archive.
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -96,9 +97,10 @@ class _Logits(nn.Module):
 
 
 class Projector(_Logits):
-    """CLIP image tower with LoRA on every groups=1 Conv2d, and a LoRA'd text-initialised head.
+    """CLIP image tower with LoRA (``lora_targets``: every groups=1 Conv2d, and in a ViT tower each
+    block's attention in-projection, out_proj and MLP linears), and a LoRA'd text-initialised head.
 
-    Every encoder conv gets exactly ``rank_encoder`` and the head exactly ``rank_head``: the
+    Every encoder target gets exactly ``rank_encoder`` and the head exactly ``rank_head``: the
     build resolves the ranks (``BuildConfig``), an archive's reader gives them (``from_layout``).
     ``alpha`` defaults to the rank of each target (scaling 1). The base model is not modified:
     the image tower is deep-copied and always stays in eval mode (BatchNorm statistics frozen).
@@ -136,7 +138,7 @@ class Projector(_Logits):
                     templates: Sequence[str], head: torch.Tensor | None = None) -> "Projector":
         """The projector an archive describes: every target with exactly the layout's rank and alpha.
 
-        Refuses (one line) a base whose convolutions or embedding width do not match the layout.
+        Refuses (one line) a base whose LoRA targets or embedding width do not match the layout.
         The LoRA factors are freshly initialised; load the archive's with ``load_lora_state_dict``.
         """
         _check_base_fits(base, layout, len(classnames))
@@ -155,10 +157,8 @@ class Projector(_Logits):
     # ---- LoRA bookkeeping ---------------------------------------------------------------
 
     def lora_modules(self) -> dict[str, _LoRABase]:
-        """Target name -> LoRA module, encoder convs in module order, then ``head``."""
-        mods: dict[str, _LoRABase] = {
-            f"visual.{path}": m for path, m in self.visual.named_modules() if isinstance(m, LoRAConv2d)
-        }
+        """Target name -> LoRA module, encoder targets in module order, then ``head``."""
+        mods: dict[str, _LoRABase] = {f"visual.{path}": m for path, m in named_lora_modules(self.visual)}
         mods["head"] = self.head
         return mods
 
@@ -198,12 +198,9 @@ class Projector(_Logits):
         """What the manifest's ``lora`` object records, with the archive's tensor ``dtype``."""
         targets = []
         for name, m in self.lora_modules().items():
-            if isinstance(m, LoRAConv2d):
-                kind, fin, fout, k = "conv2d", m.base.in_channels, m.base.out_channels, m.base.kernel_size
-            else:
-                kind, fin, fout, k = "linear", m.base.in_features, m.base.out_features, (1, 1)
+            kind, fin, fout, k = target_shape(m.base)
             targets.append(LoraTarget(name=name, kind=kind, rank=m.rank, alpha=m.alpha, in_features=fin,
-                                      out_features=fout, kernel_size=(k[0], k[1])))
+                                      out_features=fout, kernel_size=k))
         return LoraLayout(tuple(targets), dtype)
 
     def merged(self) -> "MergedProjector":
@@ -214,28 +211,32 @@ class Projector(_Logits):
 
 
 def _check_base_fits(base: BaseModel, layout: LoraLayout, num_classes: int) -> None:
-    """The layout's encoder targets are exactly the base's LoRA-able convolutions, of the same
-    shapes, and its head maps embed_dim to the class count; else one HellopackError line."""
+    """The layout's encoder targets are exactly the base's LoRA targets (``lora_targets``), of the
+    same kinds and shapes, and its head maps embed_dim to the class count; else one HellopackError line."""
     fix = "the archive was built for another base model; pass the CLIP weights it was built with"
-    convs = {f"visual.{path}": conv for path, conv in lora_targets(base.model.visual)}
+    have = {f"visual.{path}": target_shape(m) for path, m in lora_targets(base.model.visual)}
     wanted = {t.name: t for t in layout.encoder_targets}
     for name, t in wanted.items():
-        conv = convs.get(name)
-        if conv is None:
-            raise HellopackError(f"LoRA target '{shown(name)}' is not a convolution of base {base.name}; {fix}")
-        have = ("conv2d", conv.in_channels, conv.out_channels, tuple(conv.kernel_size))
-        if (t.kind, t.in_features, t.out_features, t.kernel_size) != have:
+        if name not in have:
+            what = "a convolution" if t.kind == "conv2d" else "a LoRA target"
+            raise HellopackError(f"LoRA target '{shown(name)}' is not {what} of base {base.name}; {fix}")
+        if _key(t.kind, t.in_features, t.out_features, t.kernel_size) != _key(*have[name]):
             raise HellopackError(f"LoRA target '{shown(name)}' is {_shape(t.kind, t.in_features, t.out_features, t.kernel_size)}"
-                                 f" in the archive but {_shape(*have)} in base {base.name}; {fix}")
-    extra = [name for name in convs if name not in wanted]
+                                 f" in the archive but {_shape(*have[name])} in base {base.name}; {fix}")
+    extra = [name for name in have if name not in wanted]
     if extra:
-        raise HellopackError(f"base {base.name} has {len(extra)} convolutions the archive's LoRA layout lacks "
+        what = "convolutions" if all(have[n][0] == "conv2d" for n in extra) else "LoRA targets"
+        raise HellopackError(f"base {base.name} has {len(extra)} {what} the archive's LoRA layout lacks "
                              f"(e.g. '{extra[0]}'); {fix}")
     h = layout.head
     if (h.kind, h.in_features, h.out_features) != ("linear", base.embed_dim, num_classes):
         raise HellopackError(f"LoRA target 'head' is {_shape(h.kind, h.in_features, h.out_features, None)} in the "
                              f"archive but the head is linear {base.embed_dim}->{num_classes} (embed_dim -> classes) "
                              f"with base {base.name}; {fix}")
+
+
+def _key(kind: str, fin: int, fout: int, kernel: tuple[int, int] | None) -> tuple:
+    return kind, fin, fout, kernel if kind == "conv2d" else None  # a kernel plays no part elsewhere
 
 
 def _shape(kind: str, fin: int, fout: int, kernel: tuple[int, int] | None) -> str:

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from hellopack.archive import FORMAT_MINOR, ArchiveError, ArchiveWriter, canonical_json, encode_lora, open_archive
+from hellopack.archive import ArchiveError, ArchiveWriter, canonical_json, encode_lora, open_archive
 
 HERE = Path(__file__).resolve().parent
 INPUTS = HERE / "inputs"
-VALID = ("valid-minimal", "valid-int8")
+VALID = ("valid-minimal", "valid-int8", "valid-vit")
 
 
 def load_inputs(name: str) -> dict:
@@ -64,7 +64,7 @@ def assemble(manifest: dict, stored: dict[str, bytes], *, major: int = 1, manife
         m["offset"], m["stored_size"] = offset, len(stored[m["name"]])
         m["stored_sha256"] = hashlib.sha256(stored[m["name"]]).hexdigest()
         offset += m["stored_size"]
-    minor = FORMAT_MINOR if major == 1 else 0
+    minor = manifest["format_version"][1] if major == 1 else 0  # the valid vector's own minor
     manifest["format_version"] = [major, minor]
     raw = canonical_json(manifest)
     length = len(raw) if manifest_length is None else manifest_length

@@ -385,8 +385,6 @@ def stage_rates(plan: Plan, ms: dict, dev: torch.device, tmp: Path) -> dict:
 # ---- torchrun -------------------------------------------------------------------------------------
 
 def torchrun(plan: Plan, env: dict, dev: torch.device, tmp: Path, deadline: float) -> dict:
-    from hellopack.distill.config import load_toml  # noqa: F401 - the build reads this file
-
     work = tmp / "torchrun"
     (work / "pkg").mkdir(parents=True)
     (work / "pkg" / "hellopack_cli").symlink_to(REPO / "cli")  # `-m hellopack_cli` without installing
@@ -407,11 +405,18 @@ def torchrun(plan: Plan, env: dict, dev: torch.device, tmp: Path, deadline: floa
     out: dict[str, Any] = {"backend": "nccl" if dev.type == "cuda" else "gloo"}
     for name, argv in (("build", build), ("train", train)):
         t0 = time.perf_counter()
-        proc = subprocess.run(argv, env=child, cwd=work, capture_output=True, text=True,
-                              timeout=max(10, deadline - time.perf_counter()))
+        # its own process group: a time-out ends torchrun and the workers it started, not torchrun alone
+        proc = subprocess.Popen(argv, env=child, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=max(5, deadline - time.perf_counter() - 5))
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
         out[f"{name}_seconds"] = round(time.perf_counter() - t0, 1)
         if proc.returncode != 0:
-            tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-5:]
+            tail = (stderr.strip() or stdout.strip()).splitlines()[-5:]
             raise RuntimeError(f"torchrun {name} exited {proc.returncode}: {' | '.join(tail)[:600]}")
     result = json.loads((work / "run" / "result.json").read_text())
     out["train_world_size"] = result["timing"]["world_size"]

@@ -278,8 +278,10 @@ def markdown(res: dict) -> str:
         lines.append(f"| {b['base']} | {b['encoder_targets']} | {b['in1k_numbers']:,} | {b['archive_lora_numbers']:,} "
                      f"| {b['archive_bytes']:,} | {lc['cpu_s_per_label']} ({lc['threads']} threads) | "
                      f"{lc['labels_finite']} |")
-    lines += ["", "`train` runs the student for a few augmented steps (CutMix, patch shuffle); the fixed batch is "
-              "8 archive images without augmentation, where the loss must fall.", "",
+    lines += ["", "`train` runs the student for a few augmented steps (CutMix, patch shuffle): with random base "
+              "weights its loss is noise. The falling-loss check is a fixed batch of up to 8 archive images without "
+              f"augmentation, {meta.get('fixed_steps', 10)} AdamW steps at the recipe's lr (the first steps "
+              "overshoot), first against last loss.", "",
               "| base | student | train steps | batch | lr | train loss per step | fixed-batch loss first -> last | "
               "falls |", "|---|---|---|---|---|---|---|---|"]
     for b in res["bases"]:
@@ -309,8 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--update-steps", type=int, default=1)
     p.add_argument("--batch", type=int, default=16, help="fit and scoring batch")
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--render", action="store_true", help="rewrite OUT_DIR/realshape.md from its .json; run nothing")
     args = p.parse_args(argv)
     args.archs = [a for a in args.archs.split(",") if a]
+    if args.render:
+        res = json.loads((Path(args.out_dir) / "realshape.json").read_text())
+        (Path(args.out_dir) / "realshape.md").write_text(markdown(res))
+        return 0
     if not (SAMPLE / "train").is_dir():
         print(f"realshape: {SAMPLE} not found; set HELLOPACK_SHARED", file=sys.stderr)
         return 2
@@ -342,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"meta": {"command": "python benchmarks/realshape.py " + " ".join(sys.argv[1:] if argv is None else argv),
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "classes": args.classes, "update_steps": args.update_steps,
-                    "train_steps": args.train_steps, "seconds": round(time.perf_counter() - t0, 1)},
+                    "train_steps": args.train_steps, "fixed_steps": args.fixed_steps, "seconds": round(time.perf_counter() - t0, 1)},
            "bases": bases, "stages": rec.rows, "checks": checks}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ def continual(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder \\[STEM-ARCH-continualSTEPS in the working directory, STEM: the archive's file name without suffix]."),
     recipe_flags: dict = None,  # the recipe options (cli/recipe_options.py)
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for the teacher label source; repeatable.", rich_help_panel=LAB),
-    teachers_dir: Optional[str] = typer.Option(None, "--teachers-dir", help="A `hellopack teach` trajectory: every checkpoint in it is a teacher for the teacher label source.", rich_help_panel=LAB),
+    teachers_dir: Optional[str] = typer.Option(None, "--teachers-dir", help="A `hellopack teach` trajectory, or ARCH:DIR for a folder of training checkpoints (torchvision's model_*.pth): every checkpoint in it is a teacher for the teacher label source.", rich_help_panel=LAB),
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download \\[none: the archive's base by open_clip name and tag].", rich_help_panel=LAB),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
     seed: int = typer.Option(_T.seed, "--seed", help="Seeds the class order (without --order) and every student.", rich_help_panel=RUN),

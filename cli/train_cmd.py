@@ -33,7 +33,7 @@ def train(
     recipe_flags: dict = None,  # the recipe options (cli/recipe_options.py)
     labels: str = typer.Option(_T.labels, "--labels", help="projector, teacher (needs --teacher) or hard.", rich_help_panel=LAB),
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for --labels teacher; repeatable.", rich_help_panel=LAB),
-    teachers_dir: Optional[str] = typer.Option(None, "--teachers-dir", help="A `hellopack teach` trajectory: every checkpoint in it is a teacher for --labels teacher.", rich_help_panel=LAB),
+    teachers_dir: Optional[str] = typer.Option(None, "--teachers-dir", help="A `hellopack teach` trajectory, or ARCH:DIR for a folder of training checkpoints (torchvision's model_*.pth): every checkpoint in it is a teacher for --labels teacher.", rich_help_panel=LAB),
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download \\[none: the archive's base by open_clip name and tag].", rich_help_panel=LAB),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
     seeds: int = typer.Option(_T.seeds, "--seeds", help="Train this many seeds; report mean and std.", rich_help_panel=RUN),

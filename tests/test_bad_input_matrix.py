@@ -343,6 +343,28 @@ def _pickle(kit: Kit, tmp: Path, evil: Path, train: bool) -> Case:
     return case
 
 
+def _other_global(kit: Kit, tmp: Path) -> Case:
+    import argparse
+    import pathlib
+
+    import torch
+
+    evil = tmp / "model_3.pth"
+    torch.save({"model": {}, "epoch": 3, "args": argparse.Namespace(data_path=pathlib.PurePosixPath("/data"))}, evil)
+    case = _build(kit, tmp, kit.good, teacher=evil)
+    case.subs["evil"] = str(evil)
+    return case
+
+
+def _runs_folder(kit: Kit, tmp: Path) -> Case:
+    runs = tmp / "runs"
+    runs.mkdir()
+    shutil.copy(kit.teacher, runs / "model_0.pth")
+    case = _build(kit, tmp, kit.good, "--teachers-dir", str(runs))
+    case.subs["runs"] = str(runs)
+    return case
+
+
 def _weights(kit: Kit, tmp: Path, train: bool) -> Case:
     w = _other_weights(kit)
     case = (_train(kit, tmp, "--arch", "convnet", "--clip-weights", str(w)) if train
@@ -571,6 +593,9 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "teacher-pickle-runs-code": lambda k, t: _pickle(k, t, k.evil_zip, train=False),
     "teacher-pickle-raw": lambda k, t: _pickle(k, t, k.evil_raw, train=False),
     "train-teacher-pickle-runs-code": lambda k, t: _pickle(k, t, k.evil_zip, train=True),
+    "teacher-pickle-other-global": _other_global,
+    "teacher-ema-missing": lambda k, t: _build(k, t, k.good, "--teacher", f"convnet:{k.teacher}#ema"),
+    "teachers-dir-needs-arch": _runs_folder,
     "wrong-base-weights": lambda k, t: _weights(k, t, train=False),
     "train-wrong-base-weights": lambda k, t: _weights(k, t, train=True),
     "unknown-base": lambda k, t: _build(k, t, k.good, "--base", "RN5O"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import re
+
 import torch
 from torch import nn
 
@@ -36,12 +38,10 @@ class TeacherEnsemble(nn.Module):
 
 
 def resolve_specs(teachers: Sequence[str], teachers_dir: str | Path | None) -> list[str]:
-    """``--teacher`` specs followed by the checkpoints of ``--teachers-dir`` (a `hellopack teach` output)."""
+    """``--teacher`` specs followed by the checkpoints of ``--teachers-dir`` (see ``dir_specs``)."""
     specs = list(teachers)
     if teachers_dir is not None:
-        from hellopack.distill.teach import load_trajectory
-
-        specs += load_trajectory(teachers_dir)
+        specs += dir_specs(teachers_dir)
     if not specs:
         raise HellopackError("no weak teachers given; pass --teacher ARCH:CHECKPOINT (repeatable) or "
                              "--teachers-dir DIR (train one with `hellopack teach`)")
@@ -71,3 +71,46 @@ def check_classes(model: nn.Module, spec: str, num_classes: int, image_size: int
         got = out.shape[1] if out.ndim == 2 else list(out.shape)
         raise HellopackError(f"teacher '{spec}' predicts {got} classes but the dataset has {num_classes}; "
                              f"pass teachers trained on this dataset")
+
+
+# torchvision's train.py also writes checkpoint.pth, a copy of its latest model_{epoch}.pth.
+_LATEST_COPY = "checkpoint.pth"
+_DIR_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def dir_specs(value: str | Path) -> list[str]:
+    """Teacher specs of ``--teachers-dir``.
+
+    ``DIR``: a `hellopack teach` trajectory (its ``trajectory.json`` names the architecture).
+    ``ARCH:DIR``: every ``.pth``/``.pt``/``.safetensors`` file of a folder of training checkpoints
+    (torchvision's ``model_{epoch}.pth``; its ``checkpoint.pth`` copy is skipped) in epoch order;
+    ``ARCH:DIR#ema`` reads each file's EMA weights.
+    """
+    from hellopack.distill.teach import TRAJECTORY, load_trajectory
+    from hellopack.models.teachers import EMA_SUFFIX, parse_teacher_spec
+
+    text = str(value)
+    folder = Path(text).expanduser()
+    if folder.is_dir() or ":" not in text:
+        if folder.is_dir() and not (folder / TRAJECTORY).is_file() and _checkpoint_files(folder):
+            raise HellopackError(f"teachers folder '{folder}' has checkpoints but no {TRAJECTORY}; name their "
+                                 f"architecture: --teachers-dir ARCH:{folder} (e.g. resnet18:{folder})")
+        return load_trajectory(folder)
+    arch, rest = parse_teacher_spec(text)  # checks the architecture name
+    suffix = EMA_SUFFIX if rest.endswith(EMA_SUFFIX) else ""
+    folder = Path(rest[:len(rest) - len(suffix)]).expanduser()
+    if not folder.is_dir():
+        raise HellopackError(f"teachers folder '{folder}' does not exist; check the --teachers-dir path")
+    files = _checkpoint_files(folder)
+    if not files:
+        raise HellopackError(f"teachers folder '{folder}' holds no {'/'.join(_DIR_SUFFIXES)} checkpoints; "
+                             f"pass the --output-dir of torchvision's train.py or a `hellopack teach` folder")
+    return [f"{arch}:{f}{suffix}" for f in files]
+
+
+def _checkpoint_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir()
+             if p.is_file() and p.suffix.lower() in _DIR_SUFFIXES and p.name != _LATEST_COPY]
+    # model_2.pth before model_10.pth: numbers compare as numbers
+    return sorted(files, key=lambda p: [(0, int(t), "") if t.isdigit() else (1, 0, t)
+                                        for t in re.split(r"(\d+)", p.name)])

@@ -18,7 +18,10 @@ from hellopack.errors import HellopackError
 
 def file_identity(spec: str) -> list[Any]:
     """A teacher spec plus, for checkpoint files, their size and sha256 (a retrained file invalidates the fit)."""
-    _, _, rest = spec.partition(":")
+    from hellopack.models.teachers import split_source
+
+    arch, _, rest = spec.partition(":")
+    rest, entry = split_source(rest)  # FILE#ema: the file's EMA weights, another teacher
     path = Path(rest).expanduser()
     if not path.is_file():
         return [spec]
@@ -26,7 +29,7 @@ def file_identity(spec: str) -> list[Any]:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return [spec.partition(":")[0], path.stat().st_size, h.hexdigest()]
+    return [arch if entry is None else f"{arch}#{entry}", path.stat().st_size, h.hexdigest()]
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:

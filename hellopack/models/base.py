@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,8 +249,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return strip_prefixes(state, ("module.",))
 
 
-def load_torch_state(path: Path, what: str) -> Any:
-    """``torch.load(weights_only=True)``: never executes code from the file."""
+def load_torch_state(path: Path, what: str, allowed: tuple[type, ...] = ()) -> Any:
+    """``torch.load(weights_only=True)``: never executes code from the file.
+
+    ``allowed``: plain-data classes the unpickler may build besides tensors and containers
+    (torchvision's reference checkpoints hold their arguments as an ``argparse.Namespace``).
+    """
     import pickle
     import zipfile
 
@@ -261,19 +266,26 @@ def load_torch_state(path: Path, what: str) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(list(allowed)):
+                return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        also = "".join(f", {c.__module__}.{c.__qualname__}" for c in allowed)
+        only = f"; only tensors{also} are allowed" if allowed else ""
         raise HellopackError(f"refusing to load {what} '{path}': it is not a plain tensor file that loads without "
-                             f"running code ({_unpickler_reason(e)}); save a plain state dict or a .safetensors file"
-                             ) from None
+                             f"running code ({_unpickler_reason(e)}{only}); save a plain state dict or a "
+                             f".safetensors file") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise HellopackError(f"cannot read {what} '{path}': {first}; is it a torch checkpoint?") from None
 
 
 def _unpickler_reason(e: Exception) -> str:
-    # torch's message is a paragraph; the useful part follows "WeightsUnpickler error:".
+    # torch's message is a paragraph; the useful part is the global it refused, else the line
+    # after "WeightsUnpickler error:" (torch's advice to allow-list the global is left out).
     text = str(e)
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if refused:
+        return f"Unsupported global: GLOBAL {refused.group(1)}"
     _, _, tail = text.partition("WeightsUnpickler error:")
     lines = [ln.strip() for ln in (tail or text).splitlines() if ln.strip()]
     # Without that marker (e.g. "unsupported GLOBAL posix.system") skip torch's preamble, which

@@ -1,7 +1,13 @@
-"""Weak teachers: a torchvision architecture plus a checkpoint file or a torchvision weights name."""
+"""Weak teachers: a torchvision architecture plus a checkpoint file or a torchvision weights name.
+
+A checkpoint file is a state dict (safetensors or torch) or a training checkpoint as torchvision's
+``references/classification/train.py`` writes it (``model``, ``optimizer``, ``args`` as an
+``argparse.Namespace``, ...): its ``model`` is read, or its ``model_ema`` with ``ARCH:FILE#ema``.
+"""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,6 +22,10 @@ from hellopack.models.students import STUDENTS, Student, build_student
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+EMA_SUFFIX = "#ema"  # resnet18:model_8.pth#ema: the EMA weights of a torchvision training checkpoint
+EMA_KEY = "model_ema"
+# The one class torchvision's train.py pickles besides tensors and containers (its ``args``).
+ALLOWED_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 
 
 def parse_teacher_spec(spec: str) -> tuple[str, str]:
@@ -32,11 +42,12 @@ def load_teacher(spec: str, num_classes: int, image_size: int,
                  mean: Sequence[float], std: Sequence[float]) -> Student:
     """Build the teacher, load its weights, check its class count; eval mode, frozen."""
     arch, rest = parse_teacher_spec(spec)
+    rest, entry = split_source(rest)
     path = Path(rest).expanduser()
     if path.is_file():
         model = build_student(arch, num_classes, image_size, mean, std)
-        _load_checkpoint(model, read_checkpoint(path), spec, num_classes)
-    elif path.suffix.lower() in CHECKPOINT_SUFFIXES or "/" in rest or "\\" in rest:
+        _load_checkpoint(model, read_checkpoint(path, entry), spec, num_classes)
+    elif entry is not None or path.suffix.lower() in CHECKPOINT_SUFFIXES or "/" in rest or "\\" in rest:
         raise HellopackError(f"teacher checkpoint '{rest}' not found (teacher {spec}); check the path")
     else:
         model = _torchvision_pretrained(arch, rest, spec, num_classes, image_size, mean, std)
@@ -45,8 +56,18 @@ def load_teacher(spec: str, num_classes: int, image_size: int,
     return model
 
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors or a torch file (``weights_only=True``: code is never run)."""
+def split_source(rest: str) -> tuple[str, str | None]:
+    """``FILE#ema`` -> ``(FILE, "model_ema")``; anything else -> ``(rest, None)`` (the checkpoint's model)."""
+    if rest.endswith(EMA_SUFFIX) and not Path(rest).expanduser().is_file():
+        return rest[:-len(EMA_SUFFIX)], EMA_KEY
+    return rest, None
+
+
+def read_checkpoint(path: Path, entry: str | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors or a torch file (``weights_only=True``: code is never run).
+
+    ``entry``: the key of a training checkpoint to read (``model_ema``); by default its model.
+    """
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -56,11 +77,21 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise HellopackError(f"cannot read teacher checkpoint '{path}': not a valid safetensors file ({e})") from None
     else:
-        state = load_torch_state(path, what="teacher checkpoint")
-    for key in _WRAPPER_KEYS:  # training scripts often save {"model": state_dict, "epoch": ...}
-        if isinstance(state, dict) and isinstance(state.get(key), dict) and not isinstance(state.get(key), torch.Tensor):
-            state = state[key]
-            break
+        state = load_torch_state(path, what="teacher checkpoint", allowed=ALLOWED_GLOBALS)
+    if entry is not None:
+        if not (isinstance(state, dict) and isinstance(state.get(entry), dict)):
+            raise HellopackError(f"teacher checkpoint '{path}' has no '{entry}' (torchvision's train.py writes it "
+                                 f"with --model-ema); drop '{EMA_SUFFIX}' to use its model")
+        state = state[entry]
+    else:
+        for key in _WRAPPER_KEYS:  # training scripts often save {"model": state_dict, "epoch": ...}
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if isinstance(state, dict) and "n_averaged" in state and all(k.startswith("module.") for k in state
+                                                                   if k != "n_averaged"):
+        # torch.optim.swa_utils.AveragedModel (torchvision's EMA): "module."-prefixed weights + a counter
+        state = {k: v for k, v in state.items() if k != "n_averaged"}
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise HellopackError(f"teacher checkpoint '{path}' is not a state dict of tensors; "
                              f"save model.state_dict() with torch.save or safetensors")

@@ -69,9 +69,9 @@ class TrainConfig(_RecipeOverrides):
             given = tuple(self.teacher)
         if self.teachers_dir is None:
             return given
-        from hellopack.distill.teach import load_trajectory
+        from hellopack.distill.teachers import dir_specs
 
-        return given + tuple(load_trajectory(self.teachers_dir))
+        return given + tuple(dir_specs(self.teachers_dir))
 
     def resolve(self, manifest: Mapping[str, Any]) -> "Recipe":
         """Fill every ``None`` recipe field from the manifest, validate, and return the effective values.

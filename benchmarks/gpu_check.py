@@ -257,13 +257,16 @@ def correctness(plan: Plan, env: dict, dev: torch.device, compile_: bool) -> dic
 
 def throughput_models(plan: Plan, env: dict, dev: torch.device) -> dict:
     from hellopack.models.base import load_base
+    from hellopack.distill.config import BuildConfig
     from hellopack.models.projector import Projector
     from hellopack.models.students import build_student
 
     base = load_base(plan.base, plan.pretrained, env["weights"])
     torch.manual_seed(0)
     head = F.normalize(torch.randn(plan.classes, base.embed_dim), dim=-1)  # the head's values do not change the cost
-    proj = Projector(base, [f"class {i}" for i in range(plan.classes)], ["a photo of a {}."], rank_encoder=8, head=head)
+    rank_head = BuildConfig(recipe="synthetic", out="x").resolved_rank_head(plan.classes, base.embed_dim)  # build's rule
+    proj = Projector(base, [f"class {i}" for i in range(plan.classes)], ["a photo of a {}."], rank_encoder=8,
+                     rank_head=rank_head, head=head)
     with torch.no_grad():
         for mod in proj.lora_modules().values():
             mod.lora_B.normal_(0.0, 1e-3)  # as after a fit
@@ -338,7 +341,7 @@ def student_rates(plan: Plan, ms: dict, dev: torch.device) -> dict:
 def stage_rates(plan: Plan, ms: dict, dev: torch.device, tmp: Path) -> dict:
     """Images/s through the build's stages, with the library's own stage functions."""
     from hellopack import device as devices
-    from hellopack.distill.fit import FitParams, fit_projector
+    from hellopack.distill.fit import FitParams, Numerics, fit_projector
     from hellopack.distill.select import score_crops
     from hellopack.distill.teachers import TeacherEnsemble
     from hellopack.distill.update import update_patches
@@ -353,10 +356,10 @@ def stage_rates(plan: Plan, ms: dict, dev: torch.device, tmp: Path) -> dict:
 
     def fit(steps: int, key: str) -> float:
         params = FitParams(epochs=1, lr=1e-4, weight_decay=0.0, batch_size=plan.batch, lam=0.1,
-                           checkpoint_every=10**9, steps_per_epoch=steps)
+                           checkpoint_every=10**9, steps_per_epoch=steps, numerics=Numerics(mf))
         sync(dev)
         t0 = time.perf_counter()
-        fit_projector(proj, teachers, lambda e: [(x, y)] * steps, params, tmp / f"fit-{key}", key, dev, NULL, mf)
+        fit_projector(proj, teachers, lambda e: [(x, y)] * steps, params, tmp / f"fit-{key}", key, dev, NULL)
         sync(dev)
         return time.perf_counter() - t0
 

@@ -94,14 +94,16 @@ def med(samples: dict[str, list[tuple[float, float]]], name: str, which: int) ->
 def make_models(row: Row) -> dict[str, nn.Module]:
     from hellopack.models.base import load_base
     from hellopack.models.common import ResizeNormalize
+    from hellopack.distill.config import BuildConfig
     from hellopack.models.projector import Projector
     from hellopack.models.students import build_student
 
     torch.manual_seed(0)
     base = load_base(row.base, pretrained=None)
     head = F.normalize(torch.randn(row.classes, base.embed_dim), dim=-1)
+    rank_head = BuildConfig(recipe="synthetic", out="x").resolved_rank_head(row.classes, base.embed_dim)  # build's rule
     proj = Projector(base, [f"class {i}" for i in range(row.classes)], ["a photo of a {}."], rank_encoder=8,
-                     head=head)
+                     rank_head=rank_head, head=head)
     with torch.no_grad():
         for m in proj.lora_modules().values():
             m.lora_B.normal_(0.0, 1e-3)  # as after a fit: merged weights differ from the base's

@@ -145,13 +145,15 @@ def in1k_payload(base: Any) -> dict:
     """LoRA numbers of an ImageNet-1K archive on this base (head from a random matrix: shapes only)."""
     import torch.nn.functional as F
 
+    from hellopack.distill.config import BuildConfig
     from hellopack.models.projector import Projector
 
     head = F.normalize(torch.randn(1000, base.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
-    proj = Projector(base, [f"c{i}" for i in range(1000)], ["a photo of a {}."], rank_encoder=8, head=head)
-    layout = proj.lora_layout()
-    convs = [t for t in layout if t["kind"] == "conv2d"]
-    return {"encoder_targets": len(convs), "in1k_numbers": proj.num_lora_parameters()}
+    rank_head = BuildConfig(recipe="imagenet", out="x").resolved_rank_head(1000, base.embed_dim)  # build's rule
+    proj = Projector(base, [f"c{i}" for i in range(1000)], ["a photo of a {}."], rank_encoder=8,
+                     rank_head=rank_head, head=head)
+    layout = proj.lora_layout("fp16")
+    return {"encoder_targets": len(layout.encoder_targets), "in1k_numbers": layout.parameters}
 
 
 def label_cost(archive_path: Path, weights: Path) -> dict:

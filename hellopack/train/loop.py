@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any, Iterator
@@ -128,8 +127,10 @@ def run_folder_lock(out: Path, is_main: bool = True) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if created and [p.name for p in out.iterdir()] == [FolderLock.NAME]:
-            shutil.rmtree(out, ignore_errors=True)  # nothing of this run to keep
+        if created and [p.name for p in out.iterdir()] == [FolderLock.NAME]:  # nothing of this run to keep
+            with contextlib.suppress(OSError):
+                (out / FolderLock.NAME).unlink()
+                out.rmdir()
         raise
     finally:
         lock.release()

@@ -24,6 +24,13 @@ faulthandler backstop kills the process on a hang inside C code), a file written
 ArchiveError whose message is not one short line. Memory is capped with RLIMIT_AS for the
 whole process (a MemoryError is an escaped exception); peak RSS is reported.
 
+Consumers (issue 13, --drivers, default train,grid; benchmarks/fuzz_drivers.py): on every case
+that open_archive accepts, `hellopack train` (one step, --labels hard, convnet, CPU) and
+`hellopack inspect --grid` run in-process; an unclean exit (a traceback, an exit code other than
+0/2, control characters or more than one line on stderr, a file written outside the output
+folder, or anything left in it after exit 2) fails the case. With drivers the memory cap is
+RLIMIT_DATA (torch alone maps several GB of address space).
+
 Exit status: 0 when no case failed, 1 otherwise. The same mutators drive
 tests/test_fuzz_archive.py (hypothesis).
 """

@@ -1667,7 +1667,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILURES ({len(failures)}; replay one with --seed {args.seed} --only INDEX)")
         grouped: dict[str, list[int]] = collections.defaultdict(list)
         for i, case, r in failures:
-            grouped[re.sub(r"0x[0-9a-f]+", "0x...", re.sub(r"(position|column|char) \d+", r"\1 N", f"{r.kind}: {r.detail}"))].append(i)
+            key = re.sub(r"(position|column|char) \d+", r"\1 N", f"{r.kind}: {r.detail}")
+            grouped[re.sub(r"0x[0-9a-f]+", "0x...", key)].append(i)  # object addresses differ per case
         for key, idx in sorted(grouped.items(), key=lambda kv: -len(kv[1])):
             print(f"  {len(idx):>5} x {key[:220]}  (e.g. case {idx[0]})")
         for note in sub_notes:

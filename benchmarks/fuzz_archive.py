@@ -24,6 +24,13 @@ faulthandler backstop kills the process on a hang inside C code), a file written
 ArchiveError whose message is not one short line. Memory is capped with RLIMIT_AS for the
 whole process (a MemoryError is an escaped exception); peak RSS is reported.
 
+Consumers (issue 13, --drivers, default train,grid; benchmarks/fuzz_drivers.py): on every case
+that open_archive accepts, `hellopack train` (one step, --labels hard, convnet, CPU) and
+`hellopack inspect --grid` run in-process; an unclean exit (a traceback, an exit code other than
+0/2, control characters or more than one line on stderr, a file written outside the output
+folder, or anything left in it after exit 2) fails the case. With drivers the memory cap is
+RLIMIT_DATA (torch alone maps several GB of address space).
+
 Exit status: 0 when no case failed, 1 otherwise. The same mutators drive
 tests/test_fuzz_archive.py (hypothesis).
 """
@@ -59,6 +66,9 @@ import zstandard
 
 from hellopack.archive import ArchiveError, decode_lora, open_archive
 from hellopack.archive.format import HEADER_SIZE, IMAGES, LORA, MAGIC, MAX_MANIFEST_BYTES, PROMPTS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fuzz_drivers as fd  # noqa: E402  (beside this script)
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "spec" / "vectors"
@@ -274,14 +284,17 @@ class Base:
 
 
 def _rich_variant(blob: bytes) -> bytes:
-    """valid-minimal plus full fidelity, an extra member and jpg/webp images."""
+    """valid-minimal plus full fidelity, an extra member and jpg/webp images of 8 px (the smallest a
+    student takes, so `train` runs a step on it)."""
     doc = parse(blob)
     doc.manifest["fidelity"] = {"agreement": 0.5, "kl": 0.25, "projector_top1": 0.5, "teacher_top1": 1.0,
                                 "images": 2}
     doc.members.insert(2, Member("notes.txt", b"extra member: readers check it and ignore it\n"))
     tar = doc.member(IMAGES)
     entries = tar_parse(tar.content)
-    size = doc.manifest["images"]["size"]
+    size = 8
+    doc.manifest["images"]["size"] = doc.manifest["recipe"]["val_resize"] = size
+    entries[1] = Entry(entries[1].name, image_bytes(size, size, fmt="PNG"))
     entries[1] = Entry(entries[1].name.replace(b".png", b".jpg"), image_bytes(size, size, fmt="JPEG"))
     entries[3] = Entry(entries[3].name.replace(b".png", b".webp"), image_bytes(size, size, fmt="WEBP"))
     tar.set_content(tar_build(entries))
@@ -1287,7 +1300,9 @@ def _audit(event: str, args: tuple) -> None:
     if path.endswith(".pyc") and "__pycache__" in path:
         return  # the import system caching bytecode, not the code under test
     allowed = _WATCH["allowed"]
-    if allowed is not None and not isinstance(args[0], int) and Path(path).resolve().is_relative_to(allowed):
+    if allowed is not None and args and isinstance(args[0], int):
+        return  # a descriptor (fchmod, fdopen): its file's open was watched when it was made
+    if allowed is not None and Path(path).resolve().is_relative_to(allowed):
         return
     _WATCH["writes"].append(f"{event} {path}")
 
@@ -1338,7 +1353,7 @@ class Result:
     seconds: float = 0.0
 
 
-FAILURES = ("escape", "timeout", "missed", "inconsistent", "wrote", "message", "warning", "cli")
+FAILURES = ("escape", "timeout", "missed", "inconsistent", "wrote", "message", "warning", "cli", "driver")
 
 
 def _where(exc: BaseException) -> str:
@@ -1506,17 +1521,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout-per-case", type=float, default=5.0, help="seconds (SIGALRM)")
-    ap.add_argument("--mem-cap-mib", type=int, default=1024, help="RLIMIT_AS for this process")
+    ap.add_argument("--mem-cap-mib", type=int, default=None,
+                    help="memory cap for this process: RLIMIT_AS 1024 MiB, or RLIMIT_DATA 2048 MiB with --drivers")
     ap.add_argument("--cli-every", type=int, default=10,
                     help="in-process CLI on every N-th case and every accepted case (0: never)")
     ap.add_argument("--subprocess", type=int, default=8, help="refused cases re-run as a CLI subprocess")
     ap.add_argument("--only", type=int, default=None, help="run just this case index (replay)")
     ap.add_argument("--save-failures", type=Path, default=None, help="write failing archives here")
+    ap.add_argument("--drivers", default="train,grid",
+                    help="consumers run on every case open_archive accepts: train (one step), grid "
+                         "(inspect --grid), comma-separated, or 'none'")
+    ap.add_argument("--driver-timeout", type=float, default=60.0, help="seconds per consumer run (SIGALRM)")
     args = ap.parse_args(argv)
 
     sys.dont_write_bytecode = True
+    drivers = [] if args.drivers == "none" else [d for d in args.drivers.split(",") if d]
+    if any(d not in fd.DRIVERS for d in drivers):
+        ap.error(f"--drivers: choose from {', '.join(fd.DRIVERS)} or none")
+    args.mem_cap_mib = args.mem_cap_mib or (2048 if drivers else 1024)
     cap = args.mem_cap_mib * MiB
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    # torch alone maps several GB of address space: with consumers, cap the data segment (heap and
+    # anonymous maps, where any allocation an archive provokes lands) instead of the address space
+    limit = resource.RLIMIT_DATA if drivers else resource.RLIMIT_AS
+    limit_name = "RLIMIT_DATA" if drivers else "RLIMIT_AS"
+    resource.setrlimit(limit, (cap, cap))
     install_write_watch()
     bases = load_bases()
     t_start = time.perf_counter()
@@ -1528,10 +1556,16 @@ def main(argv: list[str] | None = None) -> int:
     for_subprocess: dict[str, tuple[int, bytes, str]] = {}
     slowest = (0.0, "")
     peak_case = (0.0, "")
+    driven: collections.Counter[str] = collections.Counter()
+    driver_unclean: collections.Counter[str] = collections.Counter()
     with tempfile.TemporaryDirectory(prefix="hellopack-fuzz-") as tmp:
         workdir = Path(tmp) / "case"
         workdir.mkdir()
+        outdir = Path(tmp) / "out"
+        outdir.mkdir()
         self_check(bases, workdir)
+        for d in drivers:  # the seeds pass, and one-time lazy set-up (imports, caches) is done unwatched
+            fd.warm_up(d, bases[-1].blob, workdir, outdir, guarded, args.driver_timeout, CaseTimeout)
         rss0 = _rss_mib()
         sweep = sweep_cases(bases)
         indices = [args.only] if args.only is not None else range(max(args.cases, len(sweep)))
@@ -1549,6 +1583,14 @@ def main(argv: list[str] | None = None) -> int:
                 if c is not None:
                     cli_fail += 1
                     r = c
+            if drivers and r.kind in ("error", "accepted") and fd.opens(workdir / "case.hellopack"):
+                for d in drivers:
+                    driven[d] += 1
+                    why = fd.drive(d, workdir / "case.hellopack", outdir, guarded, args.driver_timeout, CaseTimeout)
+                    if why is not None:
+                        driver_unclean[d] += 1
+                        r = Result("driver", f"{d}: {why}")
+                        break
             counts[r.kind] += 1
             per_mut[re.split(r"[:@]", case.mutator)[0]][r.kind] += 1
             if r.kind == "error":
@@ -1587,7 +1629,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hellopack archive fuzz: {n} cases, seed {args.seed}, {len(bases)} seed archives "
           f"({', '.join(b.name for b in bases)}), {len(MUTATORS)} mutators")
     print(f"limits: {args.timeout_per_case:g} s per case (SIGALRM, faulthandler backstop), "
-          f"RLIMIT_AS {args.mem_cap_mib} MiB, audit hook on every write")
+          f"{limit_name} {args.mem_cap_mib} MiB, audit hook on every write")
     print("library per case: open_archive, verify(decode_images=True), iter_images, read_lora, read_prompts, "
           "decode_lora")
     print()
@@ -1603,8 +1645,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, v in rows:
         print(f"  {label:<60} {v:>7}")
     print(f"  {'CLI subprocess: exit 2 and one stderr line':<60} {sub_ok:>4}/{sub_runs}")
+    for d in drivers:
+        label = {"train": "train (one step, --labels hard)", "grid": "inspect --grid"}[d]
+        print(f"  {f'{label}: unclean exits (of {driven[d]} archives open_archive accepts)':<60} "
+              f"{driver_unclean[d]:>7}")
     print(f"peak RSS {_rss_mib():.0f} MiB (after setup {rss0:.0f} MiB; largest growth in {peak_case[1] or 'none'}); "
-          f"cap RLIMIT_AS {args.mem_cap_mib} MiB")
+          f"cap {limit_name} {args.mem_cap_mib} MiB")
     print(f"slowest case {slowest[0]:.2f} s ({slowest[1]}); total {total:.0f} s")
     print()
     print(f"ArchiveError by message class ({len(classes)} classes)")
@@ -1621,7 +1667,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILURES ({len(failures)}; replay one with --seed {args.seed} --only INDEX)")
         grouped: dict[str, list[int]] = collections.defaultdict(list)
         for i, case, r in failures:
-            grouped[re.sub(r"(position|column|char) \d+", r"\1 N", f"{r.kind}: {r.detail}")].append(i)
+            key = re.sub(r"(position|column|char) \d+", r"\1 N", f"{r.kind}: {r.detail}")
+            grouped[re.sub(r"0x[0-9a-f]+", "0x...", key)].append(i)  # object addresses differ per case
         for key, idx in sorted(grouped.items(), key=lambda kv: -len(kv[1])):
             print(f"  {len(idx):>5} x {key[:220]}  (e.g. case {idx[0]})")
         for note in sub_notes:

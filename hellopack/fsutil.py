@@ -63,3 +63,59 @@ def _default_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+class FolderLock:
+    """One process per folder: ``<folder>/.lock`` is flock'ed while it works and holds its pid.
+
+    A second ``build`` on a work folder, or ``train`` on a run folder, would race the first's files and
+    delete its temporaries. flock is released by the kernel when the process dies, so a killed run never
+    leaves a stale lock. ``busy`` is the one-line error for a held lock; ``{pid}`` is filled in.
+    Filesystems without locks (some network mounts) and Windows run unlocked, as before.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder: str | os.PathLike, busy: str) -> None:
+        self.folder = Path(folder)
+        self.busy = busy
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): not locked there
+            return
+        if self._fd is not None:
+            return
+        path = self.folder / self.NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # cannot even create it (read-only or full): later writes report the real problem
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise HellopackError(self.busy.replace("{pid}", who)) from None
+        except OSError:  # a filesystem without locks
+            os.close(fd)
+            return
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        except OSError:  # a full disk: the pid is only for the message
+            pass
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (closing the descriptor releases the flock); the file stays, for the next run."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -59,7 +59,7 @@ def test_images_region_is_not_touched_by_open_or_small_members(big: Path, tmp_pa
     p.write_bytes(bytes(blob))
     b = open_archive(p)
     assert b.manifest == a.manifest
-    assert b.read_prompts()["classnames"] == ["red checker", "blue stripe"]
+    assert b.read_prompts().classnames == ("red checker", "blue stripe")
     assert set(b.read_lora()) == {"head.lora_A", "head.lora_B", "visual.conv1.lora_A", "visual.conv1.lora_B"}
     with pytest.raises(ArchiveError) as e:
         b.verify(decode_images=False)

@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 from hellopack_cli.app import app
 from helpers_build import CHILD_ENV, tiny_teacher
 from test_train_fetch_hostile import VALID, hostile_server, mv
-from test_train_kit import CLASS_IDS, cached_archive, write_imagefolder
+from test_train_kit import CLASS_IDS, cached_archive, class_entries, write_imagefolder
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "errors.md"
@@ -442,6 +442,41 @@ def _workdir_in_use(kit: Kit, tmp: Path) -> Case:
     return case
 
 
+def _hostile(kit: Kit, tmp: Path, attack: str) -> Case:
+    """The small train archive with one hostile edit, every checksum recomputed (tests/helpers_hostile.py)."""
+    from helpers_hostile import attacks, resign
+
+    edit, members, _ = attacks([c["name"] for c in class_entries()])[attack]
+    archive = tmp / "hostile.hellopack"
+    archive.write_bytes(resign(kit.archive.read_bytes(), edit, members))
+    case = _train(kit, tmp, "--arch", "convnet", archive=archive)
+    case.subs["hostile"] = str(archive)
+    return case
+
+
+def _out_in_use(kit: Kit, tmp: Path) -> Case:
+    """Another train (here: this process, through its own descriptor) holds the run folder's lock."""
+    import fcntl
+
+    case = _train(kit, tmp, "--arch", "convnet")
+    run = Path(case.subs["out"])
+    run.mkdir()
+    (run / ".last.safetensors.1234.tmp").write_bytes(b"the other train's checkpoint in progress")
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"4242\n")
+    case.out_dir = None  # the folder is the other run's: check that it is untouched instead
+
+    def check() -> None:
+        try:
+            _eq(sorted(p.name for p in run.iterdir()), [".last.safetensors.1234.tmp", ".lock"])
+        finally:
+            os.close(fd)
+
+    case.check = check
+    return case
+
+
 def _missing_out_folder(kit: Kit, tmp: Path) -> Case:
     case = _build(kit, tmp, kit.good)
     out = tmp / "out" / "nowhere" / "x.hellopack"
@@ -638,6 +673,19 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "url-control-characters": lambda k, t: _url(k, t, "/reason.hellopack"),
     "url-checksum-valid-but-broken": lambda k, t: _url(k, t, "/broken.hellopack"),
     "url-long-name": _url_long,
+    # hostile archives (issue 13): refused before any work, as inspect --verify refuses them
+    "prompts-format-width": lambda k, t: _hostile(k, t, "format-width-template"),
+    "prompts-100000-templates": lambda k, t: _hostile(k, t, "many-templates"),
+    "prompts-is-a-list": lambda k, t: _hostile(k, t, "prompts-list"),
+    "prompts-nested-deep": lambda k, t: _hostile(k, t, "prompts-nested"),
+    "prompts-classnames-number": lambda k, t: _hostile(k, t, "classnames-int"),
+    "prompts-classnames-not-strings": lambda k, t: _hostile(k, t, "classnames-not-str"),
+    "prompts-nan": lambda k, t: _hostile(k, t, "prompts-nan"),
+    "prompts-duplicate-key": lambda k, t: _hostile(k, t, "prompts-duplicate-key"),
+    "lora-rank-200000": lambda k, t: _hostile(k, t, "rank-200000"),
+    "lora-60m-numbers": lambda k, t: _hostile(k, t, "lora-60M-numbers"),
+    "images-size-2-62": lambda k, t: _hostile(k, t, "images-size-2^62"),
+    "train-out-in-use": _out_in_use,
 }
 
 

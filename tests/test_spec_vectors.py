@@ -17,7 +17,10 @@ BAD = sorted(p.name[: -len(".error.txt")] for p in VECTORS.glob("*.error.txt"))
 def test_the_malformed_set_is_complete() -> None:
     assert BAD == sorted(["truncated", "flipped-byte", "bad-magic", "unknown-major-version", "path-traversal",
                           "oversized-manifest", "decompression-bomb", "checksum-mismatch", "missing-member",
-                          "bad-recipe-key", "lora-summary-mismatch", "non-finite-number"])
+                          "bad-recipe-key", "lora-summary-mismatch", "non-finite-number",
+                          # budgets (spec 5.2, issue 13)
+                          "prompts-format-spec", "too-many-templates", "lora-rank-above-layer",
+                          "lora-too-many-parameters", "images-size-over-limit"])
 
 
 def test_regenerating_reproduces_every_committed_byte(tmp_path: Path) -> None:
@@ -47,4 +50,8 @@ def test_malformed_vector_fails_with_its_exact_message(name: str) -> None:
 
 def test_vectors_stay_tiny() -> None:
     total = sum(p.stat().st_size for p in VECTORS.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    assert total < 70_000  # 15 vectors of about 2.7 KB (valid-vit: 3.3 KB) plus their inputs and generator
+    vectors = list(VECTORS.glob("*.hellopack"))
+    # 20 vectors of about 2.7 KB (valid-vit: 3.3 KB) plus their error texts, inputs and generator (89 KB
+    # at 20 vectors); each vector stays under 3.4 KB
+    assert total < 100_000
+    assert all(p.stat().st_size < 3_400 for p in vectors)

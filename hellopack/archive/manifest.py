@@ -14,6 +14,7 @@ from hellopack.archive.format import (
     MAX_SMALL_MEMBER_BYTES, MAX_TOTAL_BYTES, MEMBER_NAME_RE, PROMPTS, REQUIRED_MEMBERS, SHA256_HEX_RE, ArchiveError,
 )
 from hellopack.archive.layout import DTYPES, KINDS, LoraLayout
+from hellopack.archive.limits import check_manifest_budgets
 
 _U63 = 2**63
 
@@ -218,6 +219,7 @@ def validate_manifest(m: Mapping[str, Any], header_version: tuple[int, int] | No
             if not KERNEL[0](ks):
                 raise ArchiveError("manifest", f"key 'lora.targets[{i}].kernel_size' must be {KERNEL[1]}")
     layout = LoraLayout.from_manifest(m["lora"])
+    check_manifest_budgets(m, layout)  # spec 5.1: before anything is built from these counts
     if "build" in m and not isinstance(m["build"], dict):
         raise ArchiveError("manifest", "key 'build' must be an object")
     if m.get("fidelity") is not None:
@@ -283,20 +285,3 @@ def parse_members(m: Mapping[str, Any], data_size: int | None) -> list[MemberInf
     if data_size is not None and expected_offset != data_size:
         raise ArchiveError("file", f"{data_size - expected_offset} unexpected bytes after the last member")
     return out
-
-
-def check_prompts(data: bytes, num_classes: int) -> dict:
-    """prompts.json: {"classnames": [C strings], "templates": [>= 1 strings]}."""
-    from hellopack.archive.format import PROMPTS
-    try:
-        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ArchiveError(PROMPTS, "is not valid UTF-8 JSON") from None
-    if not isinstance(obj, dict):
-        raise ArchiveError(PROMPTS, "must be a JSON object")
-    names, templates = obj.get("classnames"), obj.get("templates")
-    if not (isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names)):
-        raise ArchiveError(PROMPTS, f"'classnames' must be a list of {num_classes} strings (one per class)")
-    if not (isinstance(templates, list) and templates and all(isinstance(t, str) for t in templates)):
-        raise ArchiveError(PROMPTS, "'templates' must be a non-empty list of strings")
-    return obj

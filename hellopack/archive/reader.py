@@ -16,7 +16,9 @@ from hellopack.archive.format import (
 )
 from hellopack.archive.layout import LoraLayout
 from hellopack.archive.lora import _header_dtype, decode_lora
-from hellopack.archive.manifest import MemberInfo, check_prompts, parse_manifest, parse_members, validate_manifest
+from hellopack.archive.limits import MAX_PROMPTS_BYTES
+from hellopack.archive.manifest import MemberInfo, parse_manifest, parse_members, validate_manifest
+from hellopack.archive.prompts import Prompts, parse_prompts
 from hellopack.archive.tarstream import ImageRecord, iter_records
 from hellopack.archive.zstdio import CHUNK, MemberReader
 
@@ -94,8 +96,14 @@ class Archive:
         self.lora_layout.check_tensors(tensors)
         return tensors
 
-    def read_prompts(self) -> dict:
-        return check_prompts(self.read_member(PROMPTS), self.num_classes)
+    def read_prompts(self) -> Prompts:
+        """Class names and templates, strictly checked (spec 3.2 and 5.1). ``verify`` and every
+        consumer (train, continual, the projector) read them here and only here."""
+        size = self.member(PROMPTS).size
+        if size > MAX_PROMPTS_BYTES:  # before decompressing: its JSON is parsed in memory
+            raise ArchiveError(PROMPTS, f"declared size {size} bytes exceeds the {MAX_PROMPTS_BYTES}-byte limit "
+                                        "for prompts.json")
+        return parse_prompts(self.read_member(PROMPTS), self.num_classes)
 
     def iter_images(self) -> Iterator[ImageRecord]:
         """Stream (key, cls, ext, data) in key order; never extracts to disk. The member's sha256

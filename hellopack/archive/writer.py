@@ -17,7 +17,8 @@ from hellopack.archive.format import (
 )
 from hellopack.archive.layout import LoraLayout
 from hellopack.archive.lora import decode_lora, _header_dtype
-from hellopack.archive.manifest import canonical_json, check_prompts, parse_members, validate_manifest
+from hellopack.archive.manifest import canonical_json, parse_members, validate_manifest
+from hellopack.archive.prompts import parse_prompts
 from hellopack.archive.tarstream import tar_chunks, tar_size
 from hellopack.archive.zstdio import CHUNK, compress_chunks
 
@@ -88,7 +89,7 @@ class ArchiveWriter:
             if req not in self._members:
                 raise ArchiveError(req, "required member was not added")
         n_classes = len(m["classes"])
-        check_prompts(self._members[PROMPTS], n_classes)
+        parse_prompts(self._members[PROMPTS], n_classes)
         tensors = decode_lora(self._members[LORA])
         if _header_dtype(self._members[LORA]) != m["lora"]["dtype"]:
             raise ArchiveError(LORA, f"stored dtype differs from the manifest's lora.dtype {m['lora']['dtype']!r}")

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-try:
-    import fcntl
-except ImportError:  # no flock (Windows): builds are not locked there
-    fcntl = None  # type: ignore[assignment]
-
 from hellopack.errors import HellopackError
-from hellopack.fsutil import atomic_write_bytes
+from hellopack.fsutil import FolderLock, atomic_write_bytes
 
 MARKER_VERSION = 1
-LOCK_FILE = ".lock"  # flock'ed by the running build; holds its pid for the error message
+LOCK_FILE = FolderLock.NAME  # flock'ed by the running build; holds its pid for the error message
 
 
 def stage_key(stage: str, parts: Mapping[str, Any], upstream: str = "") -> str:
@@ -39,7 +33,8 @@ class WorkDir:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self._lock_fd: int | None = None
+        self._folder_lock = FolderLock(self.root, f"work directory '{self.root}' is in use by another build{{pid}}; "
+                                                  "wait for it to finish, or pass another --workdir")
 
     def create(self) -> bool:
         """Make and lock the folder; True when this call created it (so a failed first run can remove it)."""
@@ -57,39 +52,11 @@ class WorkDir:
         return not existed
 
     def _lock(self) -> None:
-        """One build per work folder: a second one would race the first's stages and delete its temporaries.
-
-        flock is released by the kernel when the process dies, so a killed build never leaves a stale lock.
-        """
-        if fcntl is None or self._lock_fd is not None:
-            return
-        try:
-            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:  # cannot even create it (read-only or full): later writes report the real problem
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            who = f" (pid {holder})" if holder.isdigit() else ""
-            raise HellopackError(f"work directory '{self.root}' is in use by another build{who}; wait for it to "
-                                 f"finish, or pass another --workdir") from None
-        except OSError:  # a filesystem without locks (some network mounts): build unlocked, as before
-            os.close(fd)
-            return
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-        except OSError:  # a full disk: the pid is only for the message
-            pass
-        self._lock_fd = fd
+        """One build per work folder: a second one would race the first's stages and delete its temporaries."""
+        self._folder_lock.acquire()
 
     def release(self) -> None:
-        """Drop the lock (closing the descriptor releases the flock)."""
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._folder_lock.release()
 
     def remove_if_unused(self) -> None:
         """Delete a work folder that holds no finished stage: bad input must leave nothing behind."""

@@ -7,7 +7,6 @@ returned as ordinary tensors so they can be loss targets.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -84,12 +83,9 @@ def projector_from_archive(archive: Any, clip_weights: str | Path | None = None,
         if warn is not None:
             warn(f"{msg.split(';')[0]}; continuing because of --allow-base-mismatch")
 
-    prompts = _read_json_member(archive, "prompts.json")
-    classnames = list(prompts.get("classnames") or [c["name"] for c in manifest["classes"]])
-    templates = list(prompts.get("templates") or [])
-    if len(classnames) != len(manifest["classes"]):
-        raise HellopackError(f"archive '{archive.path}': prompts.json has {len(classnames)} class names but the "
-                             f"manifest lists {len(manifest['classes'])} classes; the archive is inconsistent, rebuild it")
+    # the reader's validated accessors only: strict JSON, one '{}' per template, budgets (spec 5.1)
+    prompts = archive.read_prompts()
+    classnames, templates = list(prompts.classnames), list(prompts.templates)
     # the reader's validated layout: every rank and alpha, checked against the summary and the tensors
     layout = archive.lora_layout
     tensors = archive.read_lora()
@@ -105,13 +101,6 @@ def projector_from_archive(archive: Any, clip_weights: str | Path | None = None,
     merged = projector.merged()
     merged.eval().requires_grad_(False)
     return merged.to(device)
-
-
-def _read_json_member(archive: Any, name: str) -> dict:
-    try:
-        return json.loads(archive.read_member(name).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HellopackError(f"archive '{archive.path}': member {name} is not valid JSON ({e}); rebuild the archive") from None
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,17 @@ run continues bit-exactly on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from hellopack import dist
 from hellopack.errors import HellopackError
+from hellopack.fsutil import FolderLock
 from hellopack.progress import NULL, Reporter
 from hellopack.train import checkpoint as ckpt
 from hellopack.train.config import Recipe, TrainConfig
@@ -64,11 +66,20 @@ def _train(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dis
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     outs = [out_root if len(seeds) == 1 else out_root / f"seed-{seed}" for seed in seeds]
     check_run_folder(out_root)
-    if not cfg.resume:  # fail before minutes of loading, not after
-        for out in outs:
-            if ckpt.exists(out / "checkpoints"):
-                raise HellopackError(f"'{out}' already holds a training run; pass --resume to continue it "
-                                     "or choose another --out")
+    with run_folder_lock(out_root, info.is_main):
+        if not cfg.resume:  # fail before minutes of loading, not after
+            for out in outs:
+                if ckpt.exists(out / "checkpoints"):
+                    raise HellopackError(f"'{out}' already holds a training run; pass --resume to continue it "
+                                         "or choose another --out")
+        return _train_locked(cfg, reporter, device, info, archive, recipe, outs, out_root)
+
+
+def _train_locked(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dist.DistInfo, archive: Any,
+                  recipe: Recipe, outs: list[Path], out_root: Path) -> dict[str, Any]:
+    manifest = archive.manifest
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    num_classes = len(manifest["classes"])
     eval_bs = cfg.eval_batch_size or recipe.batch_size
     evaluator: Evaluator | None = None
     if cfg.val is not None:  # opened first: a wrong --val fails before minutes of loading
@@ -97,6 +108,34 @@ def _train(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dis
 
 # ---- setup -------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def run_folder_lock(out: Path, is_main: bool = True) -> Iterator[None]:
+    """One train per --out (the main process holds ``<out>/.lock``): a second one would train into the
+    same folder and delete the first's checkpoint temporaries. A run that fails before writing
+    anything leaves no folder behind (the lock file alone is removed with the folder it created)."""
+    if not is_main:
+        yield
+        return
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HellopackError(f"--out '{out}' cannot be created ({e.strerror or e}); choose another --out") from None
+    lock = FolderLock(out, f"run folder '{out}' is in use by another train{{pid}}; wait for it to finish, "
+                           "or pass another --out")
+    lock.acquire()  # held by another train: its folder and files are left alone
+    try:
+        yield
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [FolderLock.NAME]:  # nothing of this run to keep
+            with contextlib.suppress(OSError):
+                (out / FolderLock.NAME).unlink()
+                out.rmdir()
+        raise
+    finally:
+        lock.release()
+
+
 def open_run_archive(cfg: TrainConfig, reporter: Reporter, info: dist.DistInfo) -> Any:
     from hellopack.archive import open_archive
 
@@ -113,7 +152,12 @@ def open_run_archive(cfg: TrainConfig, reporter: Reporter, info: dist.DistInfo) 
         raise error
     if path is None:
         path = resolve_archive(cfg.archive, cfg.cache_dir, NULL)
-    return open_archive(path)
+    archive = open_archive(path)
+    # The checks `inspect --verify` runs on the small members, through the same accessors, before any
+    # work: train refuses what verify refuses, whatever --labels reads later (images: load_archive_images).
+    archive.read_prompts()
+    archive.read_lora()
+    return archive
 
 
 def check_arch(arch: str, num_classes: int, recipe: Recipe) -> None:

@@ -110,6 +110,50 @@ def malformed(valid: bytes) -> dict[str, bytes]:
     m9["lora"]["rank_encoder"] = 3  # the summary disagrees with the targets (rank 2); tensors untouched
     out["lora-summary-mismatch"] = assemble(m9, s9)
     out["non-finite-number"] = with_literal(valid, "note", b"1e400")
+    out.update(budget_vectors(valid))
+    return out
+
+
+# ---- budgets (spec 5.2): checksums all pass, the content asks for too much -------------------------
+
+def _with_prompts(m: dict, s: dict[str, bytes], prompts: dict) -> None:
+    data = canonical_json(prompts)
+    s["prompts.json"] = zstandard.ZstdCompressor(level=19, write_checksum=True).compress(data)
+    entry = next(x for x in m["members"] if x["name"] == "prompts.json")
+    entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest(), encoding="zstd")
+
+
+def _relayout(m: dict, rank: int | None = None, conv_in: int | None = None) -> None:
+    """Change ranks or the conv's input width, keeping the lora summary consistent with the targets."""
+    lora = m["lora"]
+    for t in lora["targets"]:
+        t["rank"] = rank or t["rank"]
+        if conv_in and t["kind"] == "conv2d":
+            t["in_features"] = conv_in
+    lora["rank_encoder"] = lora["rank_head"] = lora["targets"][0]["rank"]
+    lora["parameters"] = sum(t["rank"] * (t["in_features"] * (t["kernel_size"] or [1, 1])[0]
+                                          * (t["kernel_size"] or [1, 1])[1] + t["out_features"])
+                             for t in lora["targets"])
+
+
+def budget_vectors(valid: bytes) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    names = ["red checker", "blue stripe"]
+    m, s = split(valid)
+    _with_prompts(m, s, {"classnames": names, "templates": ["{}{:>1500000000}"]})  # a 1.5 GB prompt string
+    out["prompts-format-spec"] = assemble(m, s)
+    m, s = split(valid)
+    _with_prompts(m, s, {"classnames": names, "templates": ["a photo of a {}."] * 1001})
+    out["too-many-templates"] = assemble(m, s)
+    m, s = split(valid)
+    _relayout(m, rank=5)  # the conv has 4 outputs, the head 2: rank 5 adds nothing but memory
+    out["lora-rank-above-layer"] = assemble(m, s)
+    m, s = split(valid)
+    _relayout(m, conv_in=3_000_000)  # 2 * (3,000,000 * 3 * 3 + 4) numbers before a tensor is read
+    out["lora-too-many-parameters"] = assemble(m, s)
+    m, s = split(valid)
+    m["images"]["size"] = 2**62
+    out["images-size-over-limit"] = assemble(m, s)
     return out
 
 
@@ -142,6 +186,13 @@ EXPECTED = {
     "lora-summary-mismatch": "manifest: lora.rank_encoder is 3 but the encoder targets have rank 2; "
                              "the archive is inconsistent, rebuild it",
     "non-finite-number": 'manifest: invalid JSON (key "note" holds 1e400, which is not a finite number)',
+    "prompts-format-spec": "prompts.json: template 1 has a format spec ('{:>1500000000}'); templates may hold "
+                           "only '{}'",
+    "too-many-templates": "prompts.json: holds 1001 templates, over the 1000-template limit",
+    "lora-rank-above-layer": "manifest: key 'lora.targets[0].rank' is 5, above min(inputs 27, outputs 4) of its "
+                             "layer; a LoRA rank cannot exceed the layer's smaller side",
+    "lora-too-many-parameters": "manifest: lora.targets hold 54000020 LoRA numbers, over the 50000000-number limit",
+    "images-size-over-limit": "manifest: key 'images.size' is 4611686018427387904, over the 4096-pixel limit",
 }
 
 

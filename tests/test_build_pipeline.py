@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from hellopack.archive.images import encoder_identity
+
 from hellopack.archive import open_archive
 from hellopack.distill import BuildConfig, build
 from hellopack.distill.teach import TeachConfig, load_trajectory, resolve_arch, teach
@@ -99,7 +101,10 @@ def test_build_archive_contents_and_stage_skipping(tmp_path, teachers_dir):
     assert report.images_checked == 4
     m = archive.manifest
     assert m["images"] == {"count": 4, "ipc": 1, "factor": 2, "size": 32, "format": "png",
-                           "mean": [0.49, 0.49, 0.49], "std": [0.21, 0.21, 0.21]}
+                           "mean": [0.49, 0.49, 0.49], "std": [0.21, 0.21, 0.21],
+                           # format 1.2: how the images were encoded (auto: PNG at <= 64 px)
+                           "encoding": "png", "quality": None, "encoder": encoder_identity("png")}
+    assert m["format_version"] == [1, 2]
     assert [c["name"] for c in m["classes"]] == ["circle", "square", "triangle", "cross"]
     assert m["base"]["name"] == "hellopack-tiny-rn" and m["base"]["pretrained"] is None
     assert m["lora"]["rank_encoder"] == 2 and m["lora"]["rank_head"] == 4  # capped at the class count

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
 
 from hellopack.archive.atomic import atomic_output
+from hellopack.archive.images import IMAGE_KEYS_1_2
 from hellopack.archive.format import (
     FORMAT_MAJOR, FORMAT_MINOR, FORMAT_NAME, IMAGE_EXTS, IMAGE_KEY_RE, IMAGES, LORA, MAX_IMAGE_BYTES,
     MAX_MANIFEST_BYTES, MEMBER_NAME_RE, PROMPTS, ArchiveError, Header,
@@ -119,7 +120,7 @@ class ArchiveWriter:
         if not path.parent.is_dir():
             raise ArchiveError("file", f"output folder '{path.parent}' does not exist; create it or choose another path")
         m = copy.deepcopy(self._manifest)
-        m["format"], m["format_version"], m["members"] = FORMAT_NAME, [FORMAT_MAJOR, FORMAT_MINOR], []
+        m["format"], m["format_version"], m["members"] = FORMAT_NAME, [FORMAT_MAJOR, written_minor(m)], []
         self._check_contents(m, validate_manifest(m))
 
         names = [PROMPTS, LORA] + sorted(n for n in self._members if n not in (PROMPTS, LORA))
@@ -165,7 +166,7 @@ class ArchiveWriter:
             raw = canonical_json(m)
             if len(raw) > MAX_MANIFEST_BYTES:
                 raise ArchiveError("manifest", f"is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
-            header = Header(FORMAT_MAJOR, FORMAT_MINOR, 0, len(raw), hashlib.sha256(raw).digest())
+            header = Header(FORMAT_MAJOR, m["format_version"][1], 0, len(raw), hashlib.sha256(raw).digest())
 
             with atomic_output(path) as out:
                 out.write(header.pack())
@@ -175,3 +176,12 @@ class ArchiveWriter:
                 img.seek(0)
                 shutil.copyfileobj(img, out, CHUNK)
         return path
+
+
+def written_minor(m: dict[str, Any]) -> int:
+    """The lowest minor version whose keys the manifest uses: 1.2 added the image-encoding keys
+    (images.encoding / quality / encoder), so an archive without them stays readable as 1.1."""
+    images = m.get("images")
+    if isinstance(images, dict) and any(k in images for k in IMAGE_KEYS_1_2):
+        return 2
+    return 1

@@ -26,6 +26,8 @@ LORA_DTYPES = ("fp16", "int8")
 HEAD_RANKS = (64, 128)
 HEAD_RANK_CLASSES = 100
 OBSERVERS = ("teacher", "projector")
+IMAGE_FORMATS = ("auto", "png", "webp", "jpeg", "webp-lossless")  # hellopack.archive.images.ENCODING_EXTS + auto
+AUTO_LOSSLESS_MAX_SIZE = 64  # auto stores images up to this size as PNG
 
 # The training recipe written into the manifest for `hellopack train`: one keyword-only field
 # train_<name> per setting of hellopack.archive.recipe.RecipeSettings, with its default (RDED's
@@ -51,6 +53,9 @@ class BuildConfig(_TrainRecipe):
     ipc: int = 10
     factor: int | None = None  # default: 2 when the image size is >= 128, else 1
     image_size: int | None = None  # default: the source's natural size
+    # how images.tar stores them: png, webp, jpeg, webp-lossless, or auto (resolved_image_format)
+    image_format: str = "auto"
+    image_quality: int = 90  # webp / jpeg quality 1..100
     # --- weak teachers
     teachers: tuple[str, ...] = ()
     teachers_dir: str | None = None
@@ -134,6 +139,13 @@ class BuildConfig(_TrainRecipe):
             raise HellopackError(f"factor {factor} does not divide the image size {image_size}; "
                                  f"choose --factor among {', '.join(str(d) for d in _divisors(image_size)[:8])}")
         return factor
+
+    def resolved_image_format(self, image_size: int) -> str:
+        """auto: lossless PNG up to AUTO_LOSSLESS_MAX_SIZE px, WebP at --image-quality above
+        (benchmarks/results/cifar10-codecs.md and storage.md hold the measurements behind it)."""
+        if self.image_format != "auto":
+            return self.image_format
+        return "png" if image_size <= AUTO_LOSSLESS_MAX_SIZE else "webp"
 
     def resolved_rank_head(self, num_classes: int, embed_dim: int) -> int:
         """The head's LoRA rank (the one place this rule lives): --rank-head, else HEAD_RANKS by class
@@ -306,6 +318,10 @@ def _validate(c: BuildConfig) -> None:
     for name in settings.NAMES:  # the recipe's own checks, named by the build flag
         wrong = settings.problem(name, getattr(c, "train_" + name))
         need(wrong is None, f"--train-{name.replace('_', '-')} {wrong}")
+    need(c.image_format in IMAGE_FORMATS,
+         f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, got '{c.image_format}'")
+    need(isinstance(c.image_quality, int) and 1 <= c.image_quality <= 100,
+         f"--image-quality must be an integer 1..100, got {c.image_quality}")
     need(c.observer in OBSERVERS, f"--observer must be one of {', '.join(OBSERVERS)}, got '{c.observer}'")
     need(bool(c.out), "--out must name the archive to write")
     for spec in c.teachers:

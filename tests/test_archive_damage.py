@@ -146,7 +146,8 @@ def _bad_sum(tar: bytes) -> bytes:
 def _raw_bytes(valid: bytes, raw: bytes) -> bytes:
     m, stored = mv.split(valid)
     data = b"".join(stored[x["name"]] for x in m["members"])
-    return struct.pack("<8sHHIQ32s", b"HLLOPACK", 1, FORMAT_MINOR, 0, len(raw), hashlib.sha256(raw).digest()) + raw + data
+    minor = struct.unpack("<H", valid[10:12])[0]  # the valid archive's (lowest minor that fits)
+    return struct.pack("<8sHHIQ32s", b"HLLOPACK", 1, minor, 0, len(raw), hashlib.sha256(raw).digest()) + raw + data
 
 
 def _raw_manifest(valid: bytes, edit) -> bytes:

@@ -13,6 +13,7 @@ import hellopack.archive.writer as writer_mod
 from hellopack.archive import (
     FORMAT_MAJOR, FORMAT_MINOR, ArchiveError, canonical_json, decode_lora, encode_lora, open_archive,
 )
+from hellopack.archive.writer import written_minor
 from test_archive_kit import base_doc, lora_tensors, png, write, writer_for
 
 
@@ -23,7 +24,8 @@ def test_round_trip_manifest_members_images_and_lora(tmp_path: Path) -> None:
             ("c_1", 1, png((9, 9, 9), fmt="WEBP"), "webp")]
     a = open_archive(write(doc, tmp_path / "x.hellopack", images=imgs, extra={"notes.txt": b"hello"}))
 
-    expected = dict(doc["manifest"], format="hellopack", format_version=[FORMAT_MAJOR, FORMAT_MINOR],
+    # the lowest minor that fits (writer.written_minor): no 1.2 image keys here
+    expected = dict(doc["manifest"], format="hellopack", format_version=[FORMAT_MAJOR, written_minor(doc["manifest"])],
                     tool={"name": "hellopack", "version": "0.1.0"})
     assert {k: v for k, v in a.manifest.items() if k != "members"} == expected
     assert [m.name for m in a.members] == ["prompts.json", "lora.safetensors", "notes.txt", "images.tar"]

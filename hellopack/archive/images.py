@@ -142,7 +142,7 @@ def decode_image(name: str, ext: str, data: bytes, max_pixels: int = MAX_IMAGE_P
     if ext not in _MAGIC:
         raise _reject(name, f"has extension .{ext}, not one of {', '.join(_MAGIC)}")
     if not data.startswith(_MAGIC[ext]) or (ext == "webp" and data[8:12] != b"WEBP"):
-        raise _reject(name, f"does not start with the {ext} signature")
+        raise _reject(name, f"does not decode as {ext} (its bytes do not start with the {ext} signature)")
     if ext == "png":
         _png_header(name, data)
     try:

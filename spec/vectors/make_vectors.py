@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
+from hellopack.archive.writer import written_minor
 from hellopack.archive import FORMAT_MINOR, ArchiveError, ArchiveWriter, canonical_json, encode_lora, open_archive
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +65,7 @@ def assemble(manifest: dict, stored: dict[str, bytes], *, major: int = 1, manife
         m["offset"], m["stored_size"] = offset, len(stored[m["name"]])
         m["stored_sha256"] = hashlib.sha256(stored[m["name"]]).hexdigest()
         offset += m["stored_size"]
-    minor = FORMAT_MINOR if major == 1 else 0
+    minor = written_minor(manifest) if major == 1 else 0  # the lowest minor that fits, as the writer does
     manifest["format_version"] = [major, minor]
     raw = canonical_json(manifest)
     length = len(raw) if manifest_length is None else manifest_length

@@ -1,0 +1,125 @@
+"""The image-codec rows of the CIFAR-10 benchmark (`python benchmarks/cifar10.py --codecs`).
+
+One IPC-10 archive content (same teachers, same projector fit, same selected crops: the build's
+work folder is shared, so only the write stage differs) stored as PNG, lossless WebP, WebP q90 and
+JPEG q90; ConvNet-3 students with the projector's labels on each, 3 seeds, final-epoch top-1 on
+the 10,000 CIFAR-10 test images. Lossless WebP decodes to PNG's pixels exactly (checked), so its
+students are PNG's and are not trained twice. Results: benchmarks/results/cifar10-codecs.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+
+def image_stats(path: str) -> dict[str, Any]:
+    from hellopack.archive import open_archive
+
+    a = open_archive(path)
+    sizes, pixels = [], []
+    for rec, arr in a.decoded_images():
+        sizes.append(len(rec.data))
+        pixels.append(arr)
+    return {"count": len(sizes), "bytes_per_image": sum(sizes) / len(sizes), "image_bytes": sum(sizes),
+            "pixels_sha": __import__("hashlib").sha256(np.stack(pixels).tobytes()).hexdigest(),
+            "pixels": np.stack(pixels)}
+
+
+def run_codecs(args: Any, b: Any) -> int:
+    import torch
+
+    plan = replace(b.QUICK, teach_epochs=args.codec_teach_epochs, fit_epochs=args.codec_fit_epochs)
+    epochs, seeds = args.codec_epochs, 3
+    torch.set_num_threads(args.threads)
+    why = b.find_data(args.data)
+    if why is not None:
+        print(f"skipped: {why}; pass --data DIR (WebDataset shards train-*.tar, test-*.tar)")
+        return 0
+    t0, started, load_start = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[0]
+    cache = b.Cache(args.cache / "codecs")
+    data = b.data_view(args.data.resolve(), plan.train_shards, cache.root)
+    fit_lr = 0.01
+    ctx = b.Ctx(plan=plan, data=data, data_id=b.data_identity(data), cache=cache, reporter=b.LogReporter(),
+                base=args.base, clip_weights=None, clip_tag=None, fit_lr=fit_lr, pretrain=False)
+    teacher = b.stage_teacher(ctx)
+    ident = b.base_identity(ctx)
+    cap = min(b.CLASSES, ident["embed_dim"])
+    rows, reference = [], None
+    for fmt in b.CODECS:
+        a = b.stage_build(ctx, teacher, "given", None, b.key_of(ident), 10, 8, cap, plan.fit_epochs, plan.n_real,
+                          plan.m_crops, "codec", image_format=fmt)
+        stats = image_stats(a["path"])
+        px = stats.pop("pixels")
+        if reference is None:
+            reference = px
+        diff = np.abs(px.astype(np.int16) - reference.astype(np.int16))
+        row = {"encoding": fmt, "quality": b.CODEC_QUALITY if fmt in ("webp", "jpeg") else None,
+               "archive_bytes": a["bytes"], **stats, "max_abs_pixel_error": int(diff.max()),
+               "mean_abs_pixel_error": float(diff.mean()), "psnr_db": _psnr(reference, px),
+               "fidelity": a["fidelity"], "archive_key": a["key"]}
+        same = next((r for r in rows if r["pixels_sha"] == stats["pixels_sha"]), None)
+        if same is not None:  # identical pixels: identical students (training is deterministic)
+            row.update(top1=same["top1"], students_from=same["encoding"])
+        else:
+            row["top1"] = [b.stage_student(ctx, "convnet", 10, "projector", epochs, s, a, teacher, None)["top1"]
+                           for s in range(seeds)]
+        row["top1_mean"] = statistics.mean(row["top1"])
+        row["top1_std"] = statistics.stdev(row["top1"]) if len(row["top1"]) > 1 else 0.0
+        rows.append(row)
+        b.log(f"  {fmt}: {row['bytes_per_image']:.0f} B/image, top-1 {row['top1_mean']:.2f} ± {row['top1_std']:.2f}")
+    res = {"command": "python benchmarks/cifar10.py --codecs " + " ".join(
+               f"--{k.replace('_', '-')} {v}" for k, v in (("codec_epochs", epochs), ("codec_fit_epochs",
+               plan.fit_epochs), ("codec_teach_epochs", plan.teach_epochs), ("threads", args.threads))),
+           "started": started, "wall_seconds": round(time.perf_counter() - t0, 1),
+           "load_start": load_start, "load_end": os.getloadavg()[0], "machine": b.machine(args.threads),
+           "train_images": b.train_images(data), "teacher": {"arch": plan.teacher_arch, "epochs": plan.teach_epochs,
+           "checkpoints": teacher["checkpoints"]}, "fit_epochs": plan.fit_epochs, "fit_lr": fit_lr,
+           "student": {"arch": "convnet", "ipc": 10, "labels": "projector", "epochs": epochs, "seeds": seeds},
+           "rows": rows}
+    res = b.relative_paths(res)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "cifar10-codecs.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    text = markdown(res)
+    (args.results / "cifar10-codecs.md").write_text(text)
+    print(text)
+    return 0
+
+
+def _psnr(ref: np.ndarray, px: np.ndarray) -> float | None:
+    mse = float(np.mean((ref.astype(np.float64) - px.astype(np.float64)) ** 2))
+    return None if mse == 0 else round(10 * np.log10(255.0**2 / mse), 2)
+
+
+def markdown(res: dict) -> str:
+    png = next(r for r in res["rows"] if r["encoding"] == "png")
+    s = res["student"]
+    out = ["# CIFAR-10: image codecs (same archive content, four encodings)", "",
+           f"Command: `{res['command']}`", "",
+           f"Run started {res['started']}, {res['wall_seconds'] / 60:.1f} min, load average {res['load_start']:.1f} at "
+           f"its start and {res['load_end']:.1f} at its end (a 2-core machine shared with other jobs).", "",
+           f"Setup: {res['train_images']:,} training images (first shard); teachers {res['teacher']['arch']} x "
+           f"{res['teacher']['epochs']} epochs; projector on the random-init tiny base, fit {res['fit_epochs']} "
+           f"epoch(s) at lr {res['fit_lr']}; one IPC-10 selection (32 px, factor 1) written four ways from the same "
+           f"work folder. Students: ConvNet-3, IPC 10, the projector's labels, {s['epochs']} epochs (the quick "
+           f"plan's), {s['seeds']} seeds, final-epoch top-1 on the 10,000 test images. Epochs and fit are reduced "
+           "from the full plan to fit the time box; every encoding gets the same ones.", "",
+           "| encoding | bytes / image | archive | PSNR vs PNG | max abs pixel error | student top-1 (mean ± std) | "
+           "vs PNG | seeds |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in res["rows"]:
+        name = r["encoding"] + (f" q{r['quality']}" if r["quality"] else "")
+        psnr = "lossless" if r["psnr_db"] is None else f"{r['psnr_db']:.1f} dB"
+        seeds = ", ".join(f"{t:.2f}" for t in r["top1"]) + (f" (= {r['students_from']}'s: same pixels)"
+                                                              if r.get("students_from") else "")
+        out.append(f"| {name} | {r['bytes_per_image']:,.0f} B | {r['archive_bytes'] / 1000:,.1f} kB | {psnr} | "
+                   f"{r['max_abs_pixel_error']} | {r['top1_mean']:.2f} ± {r['top1_std']:.2f} % | "
+                   f"{r['top1_mean'] - png['top1_mean']:+.2f} | {seeds} |")
+    out += ["", "What `build --image-format auto` does with this: see the notes in "
+            "benchmarks/results/storage.md and hellopack/distill/config.py (AUTO_LOSSLESS_MAX_SIZE).", ""]
+    return "\n".join(out)

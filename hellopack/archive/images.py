@@ -115,7 +115,7 @@ def _png_header(name: str, data: bytes) -> None:
     depth, colour = data[24], data[25]
     if (depth, colour) != (8, 2):
         kind = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}.get(colour, f"colour type {colour}")
-        raise _reject(name, f"has mode {kind} at {depth} bits, archives store 8-bit RGB")
+        raise _reject(name, f"has mode {kind} (bit depth {depth}), archives store 8-bit RGB")
     idat = data.find(b"IDAT")
     if b"acTL" in (data[:idat] if idat >= 0 else data):  # APNG's animation control precedes the image data
         raise _reject(name, "is animated (APNG), archives store single images")

@@ -446,7 +446,8 @@ def archive_facts(path: Path) -> dict:
 
 def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, base_key: str, ipc: int,
                 rank_encoder: int, rank_head: int, fit_epochs: int, n_real: int, m_crops: int, tag: str,
-                refine_steps: int = 0, observer: str = "teacher", image_format: str | None = None) -> dict:
+                refine_steps: int = 0, observer: str = "teacher", image_format: str | None = None,
+                extra: dict | None = None) -> dict:
     from hellopack.distill import BuildConfig, build
 
     batch = ctx.plan.fit_batch_size
@@ -457,7 +458,8 @@ def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, ba
     fit_key = key_of(fit_settings)
     settings = {**fit_settings, "ipc": ipc, "n_real": n_real, "m_crops": m_crops, "observer": observer,
                 **({"refine_steps": refine_steps, "refine_lr": REFINE_LR} if refine_steps else {}),
-                **({"image_format": image_format, "image_quality": CODEC_QUALITY} if image_format else {})}
+                **({"image_format": image_format, "image_quality": CODEC_QUALITY} if image_format else {}),
+                **(extra or {})}
     key = key_of(settings)
     kind = f"{base_kind}-refine" if refine_steps else base_kind
     kind += "-projobs" if observer == "projector" else ""
@@ -474,7 +476,8 @@ def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, ba
                           fit_epochs=fit_epochs, fit_lr=fit_lr, fit_batch_size=batch, n_real=n_real,
                           m_crops=m_crops, refine_steps=refine_steps, refine_lr=REFINE_LR if refine_steps else None,
                           observer=observer, seed=0, device="cpu",
-                          **({"image_format": image_format, "image_quality": CODEC_QUALITY} if image_format else {}))
+                          **({"image_format": image_format, "image_quality": CODEC_QUALITY} if image_format else {}),
+                          **(extra or {}))
         t0 = time.perf_counter()
         build(cfg, ctx.reporter)
         return {**archive_facts(out), "build_seconds": round(time.perf_counter() - t0, 1), "settings": settings,
@@ -494,12 +497,13 @@ def _refine_record(cfg) -> dict | None:
 
 
 def stage_student(ctx: Ctx, arch: str, ipc: int, row: str, epochs: int, seed: int, archive: dict,
-                  teacher: dict, weights: str | None) -> dict:
+                  teacher: dict, weights: str | None, val_images: int | None = None) -> dict:
     from hellopack.distill.teach import load_trajectory
     from hellopack.train import TrainConfig, train
 
     settings = {"archive": archive["key"], "arch": arch, "row": row, "epochs": epochs, "seed": seed,
-                "teachers": teacher["key"] if row == "teacher" else None}
+                "teachers": teacher["key"] if row == "teacher" else None,
+                **({"val_images": val_images} if val_images else {})}
     key = key_of(settings)
     out = ctx.cache.root / "students" / f"{arch}-ipc{ipc}-{row}-s{seed}-{key}"
 
@@ -508,7 +512,8 @@ def stage_student(ctx: Ctx, arch: str, ipc: int, row: str, epochs: int, seed: in
         cfg = TrainConfig(archive=archive["path"], arch=arch, out=str(out), val=str(ctx.data), epochs=epochs,
                           labels="teacher" if row == "teacher" else "hard" if row == "hard" else "projector",
                           teacher=specs, clip_weights=weights if row.startswith("projector") else None,
-                          seeds=1, seed=seed, eval_every=epochs, eval_batch_size=500, device="cpu", resume=True)
+                          seeds=1, seed=seed, eval_every=epochs, eval_batch_size=500, device="cpu", resume=True,
+                          val_images=val_images)
         res = train(cfg, ctx.reporter)
         return {"top1": res["top1"], "top5": res["top5"], "images_evaluated": res["images_evaluated"],
                 "evaluated_on": res["evaluated_on"], "train_seconds": res["timing"]["train_seconds"],
@@ -854,6 +859,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codec-epochs", type=int, default=50, help="--codecs: student epochs [50, the quick plan's]")
     ap.add_argument("--codec-fit-epochs", type=int, default=1, help="--codecs: projector fit epochs [1]")
     ap.add_argument("--codec-teach-epochs", type=int, default=2, help="--codecs: teacher epochs [2]")
+    ap.add_argument("--codec-fit-images", type=int, default=None, help="--codecs: fit on the first N images [all]")
+    ap.add_argument("--codec-val-images", type=int, default=None,
+                    help="--codecs: fidelity and student top-1 on the first N test images [all 10,000]")
+    ap.add_argument("--codec-labels", default="projector", choices=("hard", "projector"),
+                    help="--codecs: the students' labels [projector]")
+    ap.add_argument("--codec-n-real", type=int, default=300, help="--codecs: real images scored per class [300]")
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)

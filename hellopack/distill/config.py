@@ -55,7 +55,8 @@ class BuildConfig(_TrainRecipe):
     image_size: int | None = None  # default: the source's natural size
     # how images.tar stores them: png, webp, jpeg, webp-lossless, or auto (resolved_image_format)
     image_format: str = "auto"
-    image_quality: int = 90  # webp / jpeg quality 1..100
+    # webp / jpeg quality 1..100; 85: ImageNet-1K IPC 10 at 224 px in at most 170 MB (benchmarks/results/storage.md)
+    image_quality: int = 85
     # --- weak teachers
     teachers: tuple[str, ...] = ()
     teachers_dir: str | None = None
@@ -141,7 +142,8 @@ class BuildConfig(_TrainRecipe):
         return factor
 
     def resolved_image_format(self, image_size: int) -> str:
-        """auto: lossless PNG up to AUTO_LOSSLESS_MAX_SIZE px, WebP at --image-quality above
+        """auto: lossless PNG up to AUTO_LOSSLESS_MAX_SIZE px (small images are small anyway, and the CIFAR-10
+        codec rows measure what lossy costs there), WebP at --image-quality above
         (benchmarks/results/cifar10-codecs.md and storage.md hold the measurements behind it)."""
         if self.image_format != "auto":
             return self.image_format

@@ -64,7 +64,7 @@ BASE_TITLES = {"given": "Random-init base", "simclr": "SimCLR base"}
 # Published RDED anchors (DESIGN.md section 5), top-1 %.
 ANCHORS = {("convnet", 10): 50.2, ("convnet", 50): 68.4, ("resnet18_cifar", 10): 37.1, ("resnet18_cifar", 50): 62.1}
 REFINE_LR = 0.01  # measured on the quick run's SimCLR archive: 300 steps 24.3 -> 32.6 %, 800 steps -> 36.3 %
-CODEC_QUALITY = 90  # --codecs: the lossy encodings' quality (BuildConfig.image_quality's default)
+CODEC_QUALITY = 90  # --codecs: the lossy encodings' quality (above BuildConfig.image_quality's 85: the kinder case)
 CODECS = ("png", "webp-lossless", "webp", "jpeg")
 SOFT_LABEL_EPOCHS = 300  # the heavy-label methods' protocol, for the storage comparison
 

@@ -27,7 +27,8 @@ HEAD_RANKS = (64, 128)
 HEAD_RANK_CLASSES = 100
 OBSERVERS = ("teacher", "projector")
 IMAGE_FORMATS = ("auto", "png", "webp", "jpeg", "webp-lossless")  # hellopack.archive.images.ENCODING_EXTS + auto
-AUTO_LOSSLESS_MAX_SIZE = 64  # auto stores images up to this size as PNG
+AUTO_SMALL_MAX_SIZE = 64  # images up to this size get the first default quality
+AUTO_QUALITY = (90, 85)  # default WebP / JPEG quality: up to AUTO_SMALL_MAX_SIZE px, above
 
 # The training recipe written into the manifest for `hellopack train`: one keyword-only field
 # train_<name> per setting of hellopack.archive.recipe.RecipeSettings, with its default (RDED's
@@ -55,8 +56,7 @@ class BuildConfig(_TrainRecipe):
     image_size: int | None = None  # default: the source's natural size
     # how images.tar stores them: png, webp, jpeg, webp-lossless, or auto (resolved_image_format)
     image_format: str = "auto"
-    # webp / jpeg quality 1..100; 85: ImageNet-1K IPC 10 at 224 px in at most 170 MB (benchmarks/results/storage.md)
-    image_quality: int = 85
+    image_quality: int | None = None  # webp / jpeg quality 1..100; default: resolved_image_quality
     # --- weak teachers
     teachers: tuple[str, ...] = ()
     teachers_dir: str | None = None
@@ -142,12 +142,17 @@ class BuildConfig(_TrainRecipe):
         return factor
 
     def resolved_image_format(self, image_size: int) -> str:
-        """auto: lossless PNG up to AUTO_LOSSLESS_MAX_SIZE px (small images are small anyway, and the CIFAR-10
-        codec rows measure what lossy costs there), WebP at --image-quality above
-        (benchmarks/results/cifar10-codecs.md and storage.md hold the measurements behind it)."""
-        if self.image_format != "auto":
-            return self.image_format
-        return "png" if image_size <= AUTO_LOSSLESS_MAX_SIZE else "webp"
+        """auto: WebP, the smallest encoding whose CIFAR-10 students stayed within 0.5 points of PNG's
+        (benchmarks/results/cifar10-codecs.md) and whose 224 px ImageNet images fit the 170 MB IPC-10 target
+        (benchmarks/results/storage.md)."""
+        return "webp" if self.image_format == "auto" else self.image_format
+
+    def resolved_image_quality(self, image_size: int) -> int:
+        """--image-quality, else AUTO_QUALITY[0] up to AUTO_SMALL_MAX_SIZE px (the quality measured on CIFAR-10)
+        and AUTO_QUALITY[1] above (ImageNet-1K IPC 10 at 224 px in at most 170 MB)."""
+        if self.image_quality is not None:
+            return self.image_quality
+        return AUTO_QUALITY[0] if image_size <= AUTO_SMALL_MAX_SIZE else AUTO_QUALITY[1]
 
     def resolved_rank_head(self, num_classes: int, embed_dim: int) -> int:
         """The head's LoRA rank (the one place this rule lives): --rank-head, else HEAD_RANKS by class
@@ -322,7 +327,7 @@ def _validate(c: BuildConfig) -> None:
         need(wrong is None, f"--train-{name.replace('_', '-')} {wrong}")
     need(c.image_format in IMAGE_FORMATS,
          f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, got '{c.image_format}'")
-    need(isinstance(c.image_quality, int) and 1 <= c.image_quality <= 100,
+    need(c.image_quality is None or (isinstance(c.image_quality, int) and 1 <= c.image_quality <= 100),
          f"--image-quality must be an integer 1..100, got {c.image_quality}")
     need(c.observer in OBSERVERS, f"--observer must be one of {', '.join(OBSERVERS)}, got '{c.observer}'")
     need(bool(c.out), "--out must name the archive to write")

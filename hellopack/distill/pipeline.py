@@ -241,7 +241,7 @@ class _Build(CropStages):
 
     def codec(self, size: int) -> Codec:
         fmt = self.cfg.resolved_image_format(size)
-        return Codec(fmt, self.cfg.image_quality if fmt in LOSSY else None)
+        return Codec(fmt, self.cfg.resolved_image_quality(size) if fmt in LOSSY else None)
 
     def refine(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int,
                images: DistilledImages, update_key: str, fit_key: str) -> dict[str, Any] | None:

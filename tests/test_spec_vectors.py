@@ -57,5 +57,5 @@ def test_malformed_vector_fails_with_its_exact_message(name: str) -> None:
 def test_vectors_stay_tiny() -> None:
     total = sum(p.stat().st_size for p in VECTORS.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     # 14 vectors of about 2.7 KB plus their inputs and generator (58 kB), and the 12 image vectors of
-    # format 1.2 with their fixed image bytes (inputs/images.json, 10 kB; a 1025x1024 PNG is most of it)
-    assert total < 58_000 + 52_000
+    # format 1.2 with their fixed image bytes (inputs/images.json, 10 kB; a 1025x1024 PNG is most of it): 112 kB in all
+    assert total < 58_000 + 56_000

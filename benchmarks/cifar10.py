@@ -70,6 +70,8 @@ SWEEP_BASES = {"tiny-vit": "hellopack-tiny-vit"}
 # Published RDED anchors (DESIGN.md section 5), top-1 %.
 ANCHORS = {("convnet", 10): 50.2, ("convnet", 50): 68.4, ("resnet18_cifar", 10): 37.1, ("resnet18_cifar", 50): 62.1}
 REFINE_LR = 0.01  # measured on the quick run's SimCLR archive: 300 steps 24.3 -> 32.6 %, 800 steps -> 36.3 %
+CODEC_QUALITY = 90  # --codecs: the lossy encodings' quality (above BuildConfig.image_quality's 85: the kinder case)
+CODECS = ("png", "webp-lossless", "webp", "jpeg")
 SOFT_LABEL_EPOCHS = 300  # the heavy-label methods' protocol, for the storage comparison
 
 
@@ -459,7 +461,8 @@ def archive_facts(path: Path) -> dict:
 
 def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, base_key: str, ipc: int,
                 rank_encoder: int, rank_head: int, fit_epochs: int, n_real: int, m_crops: int, tag: str,
-                refine_steps: int = 0, observer: str = "teacher") -> dict:
+                refine_steps: int = 0, observer: str = "teacher", image_format: str | None = None,
+                extra: dict | None = None) -> dict:
     from hellopack.distill import BuildConfig, build
 
     batch = ctx.plan.fit_batch_size
@@ -469,10 +472,13 @@ def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, ba
                     **({"fit_batch": batch} if batch != 128 else {})}  # 128: keys of earlier runs stay valid
     fit_key = key_of(fit_settings)
     settings = {**fit_settings, "ipc": ipc, "n_real": n_real, "m_crops": m_crops, "observer": observer,
-                **({"refine_steps": refine_steps, "refine_lr": REFINE_LR} if refine_steps else {})}
+                **({"refine_steps": refine_steps, "refine_lr": REFINE_LR} if refine_steps else {}),
+                **({"image_format": image_format, "image_quality": CODEC_QUALITY} if image_format else {}),
+                **(extra or {})}
     key = key_of(settings)
     kind = f"{base_kind}-refine" if refine_steps else base_kind
     kind += "-projobs" if observer == "projector" else ""
+    kind += f"-{image_format}" if image_format else ""
     out = ctx.cache.root / "archives" / f"{tag}-{kind}-ipc{ipc}-{key}.hellopack"
 
     def run() -> dict:
@@ -485,7 +491,9 @@ def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, ba
                           clip_weights=weights, rank_encoder=rank_encoder, rank_head=rank_head,
                           fit_epochs=fit_epochs, fit_lr=fit_lr, fit_batch_size=batch, n_real=n_real,
                           m_crops=m_crops, refine_steps=refine_steps, refine_lr=REFINE_LR if refine_steps else None,
-                          observer=observer, seed=0, device="cpu")
+                          observer=observer, seed=0, device="cpu",
+                          **({"image_format": image_format, "image_quality": CODEC_QUALITY} if image_format else {}),
+                          **(extra or {}))
         t0 = time.perf_counter()
         build(cfg, ctx.reporter)
         return {**archive_facts(out), "build_seconds": round(time.perf_counter() - t0, 1), "settings": settings,
@@ -505,12 +513,13 @@ def _refine_record(cfg) -> dict | None:
 
 
 def stage_student(ctx: Ctx, arch: str, ipc: int, row: str, epochs: int, seed: int, archive: dict,
-                  teacher: dict, weights: str | None) -> dict:
+                  teacher: dict, weights: str | None, val_images: int | None = None) -> dict:
     from hellopack.distill.teach import load_trajectory
     from hellopack.train import TrainConfig, train
 
     settings = {"archive": archive["key"], "arch": arch, "row": row, "epochs": epochs, "seed": seed,
-                "teachers": teacher["key"] if row == "teacher" else None}
+                "teachers": teacher["key"] if row == "teacher" else None,
+                **({"val_images": val_images} if val_images else {})}
     key = key_of(settings)
     out = ctx.cache.root / "students" / f"{arch}-ipc{ipc}-{row}-s{seed}-{key}"
 
@@ -519,7 +528,8 @@ def stage_student(ctx: Ctx, arch: str, ipc: int, row: str, epochs: int, seed: in
         cfg = TrainConfig(archive=archive["path"], arch=arch, out=str(out), val=str(ctx.data), epochs=epochs,
                           labels="teacher" if row == "teacher" else "hard" if row == "hard" else "projector",
                           teacher=specs, clip_weights=weights if row.startswith("projector") else None,
-                          seeds=1, seed=seed, eval_every=epochs, eval_batch_size=500, device="cpu", resume=True)
+                          seeds=1, seed=seed, eval_every=epochs, eval_batch_size=500, device="cpu", resume=True,
+                          val_images=val_images)
         res = train(cfg, ctx.reporter)
         return {"top1": res["top1"], "top5": res["top5"], "images_evaluated": res["images_evaluated"],
                 "evaluated_on": res["evaluated_on"], "train_seconds": res["timing"]["train_seconds"],
@@ -910,10 +920,27 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the teachers and the rank sweep on the tiny ViT base (results: *-sweep-vit.*)")
     ap.add_argument("--seeds", type=int, default=None, help="override the seeds of every student row")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads [all cores]")
+    ap.add_argument("--codecs", action="store_true",
+                    help="only the image-codec rows: one IPC-10 archive content stored as each encoding, ConvNet-3 "
+                         "students on each (results: cifar10-codecs.{json,md}; see benchmarks/cifar10_codecs.py)")
+    ap.add_argument("--codec-epochs", type=int, default=50, help="--codecs: student epochs [50, the quick plan's]")
+    ap.add_argument("--codec-fit-epochs", type=int, default=1, help="--codecs: projector fit epochs [1]")
+    ap.add_argument("--codec-teach-epochs", type=int, default=2, help="--codecs: teacher epochs [2]")
+    ap.add_argument("--codec-fit-images", type=int, default=None, help="--codecs: fit on the first N images [all]")
+    ap.add_argument("--codec-val-images", type=int, default=None,
+                    help="--codecs: fidelity and student top-1 on the first N test images [all 10,000]")
+    ap.add_argument("--codec-labels", default="projector", choices=("hard", "projector"),
+                    help="--codecs: the students' labels [projector]")
+    ap.add_argument("--codec-n-real", type=int, default=300, help="--codecs: real images scored per class [300]")
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
+    if args.codecs:
+        sys.path.insert(0, str(HERE))
+        from cifar10_codecs import run_codecs
+
+        return run_codecs(args, sys.modules[__name__])
     plan = QUICK if args.quick else FULL
     stem = "cifar10" if plan.mode == "full" else "cifar10-quick"
     if args.render:

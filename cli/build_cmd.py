@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from hellopack.distill.config import HEAD_RANK_CLASSES, HEAD_RANKS, LORA_DTYPES
+from hellopack.distill.config import AUTO_QUALITY, AUTO_SMALL_MAX_SIZE, HEAD_RANK_CLASSES, HEAD_RANKS, IMAGE_FORMATS, LORA_DTYPES
 from hellopack.distill.config import BuildConfig as _D  # help text shows the dataclass's defaults
 
 from .defaults import offline_bases
@@ -40,6 +40,8 @@ def build(
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help=f"Share of the training images held out for fidelity when the dataset has no test split \\[{_D.val_fraction}].", rich_help_panel=DATA),
     max_bad_fraction: Optional[float] = typer.Option(None, "--max-bad-fraction", help=f"Fail when more images than this are unreadable \\[{_D.max_bad_fraction}].", rich_help_panel=DATA),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Stored image size \\[the dataset's].", rich_help_panel=IMG),
+    image_format: Optional[str] = typer.Option(None, "--image-format", help=f"How the archive stores images: {', '.join(IMAGE_FORMATS)} (auto: WebP) \\[{_D.image_format}].", rich_help_panel=IMG),
+    image_quality: Optional[int] = typer.Option(None, "--image-quality", help=f"WebP / JPEG quality 1..100 \\[{AUTO_QUALITY[0]} up to {AUTO_SMALL_MAX_SIZE} px, else {AUTO_QUALITY[1]}].", rich_help_panel=IMG),
     ipc: Optional[int] = typer.Option(None, "--ipc", help=f"Images per class \\[{_D.ipc}].", rich_help_panel=IMG),
     factor: Optional[int] = typer.Option(None, "--factor", help="Patches per side stitched into one image \\[2 for >=128 px, else 1].", rich_help_panel=IMG),
     n_real: Optional[int] = typer.Option(None, "--n-real", help=f"Real images scored per class \\[{_D.n_real}].", rich_help_panel=IMG),
@@ -87,6 +89,7 @@ def build(
         "dataset_name": dataset_name, "max_images": max_images, "fidelity_images": fidelity_images,
         "val_fraction": val_fraction,
         "allow_short": allow_short, "max_bad_fraction": max_bad_fraction, "image_size": image_size,
+        "image_format": image_format, "image_quality": image_quality,
         "ipc": ipc, "factor": factor, "n_real": n_real, "m_crops": m_crops, "observer": observer,
         "update": False if no_update else None, "update_steps": update_steps, "update_lr": update_lr,
         "teachers": tuple(teacher) if teacher else None, "teachers_dir": teachers_dir, "base": base,

@@ -94,6 +94,11 @@ def _render(s: dict[str, Any], verified: Optional[dict]) -> None:
         rt.add_row("label payload + the custom base file (if shared with this archive only)",
                    human_bytes(r["payload_with_base_bytes"]))
         rt.add_row("ratio with the base counted", ratio_text(r["ratio_with_base"]))
+    w = s["whole"]  # the whole archive: the same images shipped both ways
+    rt.add_row(f"images as stored ({s['images'].get('encoding', s['images']['format'])})", human_bytes(w["images_bytes"]))
+    rt.add_row("images + stored soft labels (what a stored-label user ships)", human_bytes(w["stored_label_bytes"]))
+    rt.add_row("this archive: images + label payload", human_bytes(w["archive_bytes"]))
+    rt.add_row("whole-archive ratio (label-only ratio above)", ratio_text(w["ratio"]))
     stdout.print(rt)
     for ext in s["external"]:
         stdout.print(f"[yellow]external dependency[/yellow]: {_text(ext['what'])} '{_text(_v(ext['name']))}' "

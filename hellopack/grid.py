@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -24,10 +23,10 @@ def contact_sheet(
     classes = archive.manifest["classes"]
     rows = min(len(classes), max_classes)
     picked: dict[int, list[Image.Image]] = {c: [] for c in range(rows)}
-    for rec in archive.iter_images():  # streamed: memory holds only the tiles shown
+    # streamed through the archive's checked reader (caps, magic, modes): memory holds only the tiles shown
+    for rec, arr in archive.decoded_images():
         if rec.cls < rows and len(picked[rec.cls]) < max_per_class:
-            with Image.open(io.BytesIO(rec.data)) as im:
-                picked[rec.cls].append(im.convert("RGB").resize((tile, tile), Image.Resampling.NEAREST))
+            picked[rec.cls].append(Image.fromarray(arr, "RGB").resize((tile, tile), Image.Resampling.NEAREST))
     cols = max((len(v) for v in picked.values()), default=1) or 1
     sheet = Image.new("RGB", (LABEL_WIDTH + cols * (tile + 2), rows * (tile + 2)), "white")
     draw = ImageDraw.Draw(sheet)

@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict
 from typing import Any
 
-from hellopack.archive import AUG_RECORD_BYTES, Archive, label_storage
+from hellopack.archive import AUG_RECORD_BYTES, Archive, label_storage, whole_storage
 from hellopack.textsafe import printable
 
 FIRST_CLASSES = 10
@@ -43,6 +43,8 @@ def summarize(archive: Archive) -> dict[str, Any]:
             for mi in archive.members
         ],
         "replaces": {**asdict(storage), "aug_record_bytes_per_view": AUG_RECORD_BYTES, **_with_base(m, storage)},
+        # the whole archive vs the same images + stored soft labels (what a stored-label user ships)
+        "whole": asdict(whole_storage(m)),
         "external": _external(m),
         "manifest": m,
     }

@@ -12,7 +12,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from hellopack.archive.images import encoder_identity
 
 from hellopack.archive import open_archive
 from hellopack.distill import BuildConfig, build
@@ -98,8 +101,11 @@ def test_build_archive_contents_and_stage_skipping(tmp_path, teachers_dir):
     report = archive.verify()
     assert report.images_checked == 4
     m = archive.manifest
-    assert m["images"] == {"count": 4, "ipc": 1, "factor": 2, "size": 32, "format": "png",
-                           "mean": [0.49, 0.49, 0.49], "std": [0.21, 0.21, 0.21]}
+    assert m["images"] == {"count": 4, "ipc": 1, "factor": 2, "size": 32, "format": "webp",
+                           "mean": [0.49, 0.49, 0.49], "std": [0.21, 0.21, 0.21],
+                           # format 1.2: how the images were encoded (auto: WebP, q90 at <= 64 px)
+                           "encoding": "webp", "quality": 90, "encoder": encoder_identity("webp")}
+    assert m["format_version"] == [1, 2]
     assert [c["name"] for c in m["classes"]] == ["circle", "square", "triangle", "cross"]
     assert m["base"]["name"] == "hellopack-tiny-rn" and m["base"]["pretrained"] is None
     assert m["lora"]["rank_encoder"] == 2 and m["lora"]["rank_head"] == 4  # capped at the class count
@@ -387,3 +393,40 @@ def test_two_process_gloo_torchrun_build_writes_one_archive(tmp_path, teachers_d
     assert out.stdout.count("INFO refine: agreement") == 1
     fit = json.loads((tmp_path / "ddp.work" / "fit.done.json").read_text())["result"]
     assert fit["fidelity"]["images"] == 16  # the fit's fidelity: both ranks' held-out shares all-reduced
+
+
+def test_webp_build_is_byte_identical_and_stores_what_downstream_saw(tmp_path, teachers_dir):
+    """--image-format webp: the same command twice gives the same archive bytes, and the pixels every later
+    stage used (DistilledImages.image) are exactly what the archive decodes to."""
+    import hashlib
+
+    from hellopack.archive.images import Codec, encoder_identity
+    from hellopack.distill.images import DistilledImages
+
+    paths = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        cfg = config(tmp_path / run, teachers_dir, image_format="webp", image_quality=80)
+        paths.append(build(cfg, RecordingReporter()))
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    assert digests[0] == digests[1]
+    a = open_archive(paths[0])
+    assert a.verify().images_checked == 4
+    images = a.manifest["images"]
+    assert (images["format"], images["encoding"], images["quality"], images["encoder"]) == (
+        "webp", "webp", 80, encoder_identity("webp"))
+    assert a.manifest["build"]["image_format"] == "webp" and a.manifest["build"]["image_quality"] == 80
+    # the update's patches, laid out and encoded as the build does (ipc 1, factor 2: class c's image is
+    # patches 4c..4c+3): the archive holds exactly those bytes, and DistilledImages.image (what refine,
+    # fidelity and every later stage see) is exactly what the archive decodes to
+    from hellopack.distill.select import Chosen
+
+    patches = np.load(tmp_path / "a" / "work" / "update" / "patches.npy")
+    distilled = DistilledImages(Chosen([["k"] * 4] * 4, [[0] * 4] * 4, [[0.0] * 4] * 4), patches, 1, 2,
+                                Codec("webp", 80))
+    records = list(a.decoded_images())
+    assert len(records) == len(distilled) == 4
+    for i, (rec, arr) in enumerate(records):
+        assert rec.data == distilled.encoded(i)
+        assert np.array_equal(distilled.image(i).permute(1, 2, 0).numpy(), arr)
+        assert not np.array_equal(distilled.pixels(i).permute(1, 2, 0).numpy(), arr)  # lossy: it differs

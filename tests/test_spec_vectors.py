@@ -20,7 +20,8 @@ def test_the_malformed_set_is_complete() -> None:
                           "bad-recipe-key", "lora-summary-mismatch", "non-finite-number",
                           # budgets (spec 5.2, issue 13)
                           "prompts-format-spec", "too-many-templates", "lora-rank-above-layer",
-                          "lora-too-many-parameters", "images-size-over-limit"])
+                          "lora-too-many-parameters", "images-size-over-limit",
+                          *mv.IMAGE_EXPECTED])  # + the image vectors (1.2)
 
 
 def test_regenerating_reproduces_every_committed_byte(tmp_path: Path) -> None:
@@ -39,10 +40,19 @@ def test_valid_vectors_verify_and_match_their_manifest(name: str) -> None:
     assert (report.members_checked, report.images_checked) == (3, 2)
 
 
+@pytest.mark.parametrize("name", sorted(mv.IMAGE_VALID))
+def test_image_encoding_vectors_verify_and_match_their_manifest(name: str) -> None:
+    a = open_archive(VECTORS / f"{name}.hellopack")
+    assert a.manifest == json.loads((VECTORS / f"{name}.manifest.json").read_text(encoding="utf-8"))
+    assert a.manifest["format_version"] == [1, 2] and a.manifest["images"]["encoding"] == mv.IMAGE_VALID[name][1]
+    assert a.verify().images_checked == 2
+    assert [arr.shape for _, arr in a.decoded_images()] == [(4, 4, 3), (4, 4, 3)]
+
+
 @pytest.mark.parametrize("name", BAD)
 def test_malformed_vector_fails_with_its_exact_message(name: str) -> None:
     expected = (VECTORS / f"{name}.error.txt").read_text(encoding="utf-8").rstrip("\n")
-    assert expected == mv.EXPECTED[name]
+    assert expected == {**mv.EXPECTED, **mv.IMAGE_EXPECTED}[name]
     with pytest.raises(ArchiveError) as e:
         open_archive(VECTORS / f"{name}.hellopack").verify()
     assert str(e.value) == expected
@@ -51,7 +61,8 @@ def test_malformed_vector_fails_with_its_exact_message(name: str) -> None:
 def test_vectors_stay_tiny() -> None:
     total = sum(p.stat().st_size for p in VECTORS.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     vectors = list(VECTORS.glob("*.hellopack"))
-    # 20 vectors of about 2.7 KB (valid-vit: 3.3 KB) plus their error texts, inputs and generator (89 KB
-    # at 20 vectors); each vector stays under 3.4 KB
-    assert total < 100_000
-    assert all(p.stat().st_size < 3_400 for p in vectors)
+    # 20 vectors of about 2.7 KB (valid-vit: 3.3 KB) plus their error texts, inputs and generator (89 KB),
+    # and the 12 image vectors of format 1.2 with their fixed image bytes (inputs/images.json, 10 kB; a
+    # 1025x1024 PNG is most of it)
+    assert total < 100_000 + 56_000
+    assert all(p.stat().st_size < 3_400 for p in vectors if not p.name.startswith(("image-", "images-")))

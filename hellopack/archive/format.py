@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 MAGIC = b"HLLOPACK"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 2  # the newest minor this hellopack reads and writes (1.2: target kind mha_in_proj)
+FORMAT_MINOR = 2  # the newest minor this package reads and writes; a writer writes the lowest that fits (1.2: target kind mha_in_proj, image-encoding keys)
 FORMAT_NAME = "hellopack"
 
 # <magic 8s> <major u16> <minor u16> <flags u32> <manifest_length u64> <manifest sha256 32s>
@@ -22,7 +22,11 @@ MAX_READ_MEMBER_BYTES = 1024**3  # read_member() refuses larger members: stream 
 # prompts.json and lora.safetensors are parsed in memory (JSON, safetensors): keep them small.
 MAX_SMALL_MEMBER_BYTES = 64 * 1024**2
 MAX_IMAGE_BYTES = 64 * 1024**2  # one encoded image inside images.tar
-MAX_IMAGE_PIXELS = 4096 * 4096  # decoded image area accepted by verify
+# Decoded-pixel caps (spec 3.4), checked from the manifest and each image's header before decoding:
+# one image (20x the area of a 224 px ImageNet image), and all images together (ImageNet-1K at
+# IPC 100 and 224 px is 5.0e9; the budget holds 8.6e9 pixels = 25.8 GB as uint8 RGB).
+MAX_IMAGE_PIXELS = 1024 * 1024
+MAX_TOTAL_IMAGE_PIXELS = 2**33
 MAX_CLS_BYTES = 16
 ZSTD_LEVEL = 10
 ZSTD_MAX_WINDOW = 1 << 27  # decoder memory bound (128 MiB), libzstd's default limit

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from hellopack.archive import recipe as _recipe
+from hellopack.archive.images import ENCODING_EXTS
 from hellopack.archive.format import (
     ENCODINGS, FINGERPRINT_RE, FORMAT_MAJOR, FORMAT_NAME, IMAGE_EXTS, LORA, MAX_MEMBER_BYTES,
     MAX_SMALL_MEMBER_BYTES, MAX_TOTAL_BYTES, MEMBER_NAME_RE, PROMPTS, REQUIRED_MEMBERS, SHA256_HEX_RE, ArchiveError,
@@ -151,6 +152,11 @@ _required, _optional = _recipe.manifest_keys()
 SCHEMA["recipe"] = {name: _RECIPE_CHECKS[kind] for name, kind in _required}
 # recipe keys added in format 1.1 (the RDED protocol); a 1.0 archive lacks them and keeps its old meaning
 RECIPE_OPTIONAL: dict[str, Check] = {name: _RECIPE_CHECKS[kind] for name, kind in _optional}
+# images keys added in format 1.2: how the writer encoded (hellopack.archive.images.Codec)
+IMAGES_OPTIONAL: dict[str, Check] = {
+    "encoding": _enum(*ENCODING_EXTS),
+    "quality": (lambda v: v is None or (_is_int(v) and 1 <= v <= 100), "null or an integer 1..100"),
+    "encoder": STR}
 CLASS_SCHEMA: dict[str, Check] = {"index": INT, "name": STR, "source_id": STR}
 TARGET_SCHEMA: dict[str, Check] = {"name": STR, "kind": _enum(*KINDS), "rank": POS,
                                    "alpha": NUM, "in_features": POS, "out_features": POS}
@@ -197,6 +203,7 @@ def validate_manifest(m: Mapping[str, Any], header_version: tuple[int, int] | No
     for key, schema in SCHEMA.items():
         _check_obj(m[key], schema, key)
     _check_obj(m["recipe"], RECIPE_OPTIONAL, "recipe", required=False)
+    _check_obj(m["images"], IMAGES_OPTIONAL, "images", required=False)
     classes = m["classes"]
     if not isinstance(classes, list) or not classes:
         raise ArchiveError("manifest", "key 'classes' must be a non-empty list")

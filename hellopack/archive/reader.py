@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -14,6 +13,7 @@ import numpy as np
 from hellopack.archive.format import (
     HEADER_SIZE, IMAGES, LORA, MAX_IMAGE_PIXELS, MAX_READ_MEMBER_BYTES, PROMPTS, ArchiveError, parse_header,
 )
+from hellopack.archive.images import check_image_budget, decode_image
 from hellopack.archive.layout import LoraLayout
 from hellopack.archive.lora import _header_dtype, decode_lora
 from hellopack.archive.limits import MAX_PROMPTS_BYTES
@@ -21,8 +21,6 @@ from hellopack.archive.manifest import MemberInfo, parse_manifest, parse_members
 from hellopack.archive.prompts import Prompts, parse_prompts
 from hellopack.archive.tarstream import ImageRecord, iter_records
 from hellopack.archive.zstdio import CHUNK, MemberReader
-
-_PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 
 
 @dataclass(frozen=True)
@@ -112,6 +110,21 @@ class Archive:
             yield from iter_records(io.BufferedReader(r, CHUNK), self.num_classes)
             r.read()
 
+    def decoded_images(self) -> Iterator[tuple[ImageRecord, np.ndarray]]:
+        """Stream (record, uint8 HWC RGB pixels): every image through ``decode_image``'s checks, after the
+        manifest's pixel budget (images.count x images.size^2) passed before the first decode. This is
+        the one way hellopack turns stored images into pixels (verify, train, grid, continual)."""
+        images = self.manifest["images"]
+        declared = check_image_budget(images)
+        size, count = images["size"], images["count"]
+        total = 0
+        for rec in self.iter_images():
+            name = f"{rec.key}.{rec.ext}"
+            total += size * size  # decode_image refuses any other size from the header, before decoding
+            if total > declared:
+                raise ArchiveError(IMAGES, f"holds more than the manifest's images.count {count} images")
+            yield rec, decode_image(name, rec.ext, rec.data, MAX_IMAGE_PIXELS, size)
+
     def verify(self, decode_images: bool = True) -> VerifyReport:
         """Check every member's size and sha256, LoRA layout and finiteness, prompts, image count
         and (by default) decode every image fully with Pillow."""
@@ -128,10 +141,7 @@ class Archive:
                     r.drain()
             checked += 1
         images = 0
-        size = self.manifest["images"]["size"]
-        for rec in self.iter_images():
-            if decode_images:
-                _decode_image(rec, size)
+        for _ in (self.decoded_images() if decode_images else self.iter_images()):
             images += 1
         checked += 1
         if images != self.manifest["images"]["count"]:
@@ -161,29 +171,6 @@ class _OwningReader(io.RawIOBase):
     def close(self) -> None:
         self._f.close()
         super().close()
-
-
-def _decode_image(rec: ImageRecord, size: int) -> None:
-    from PIL import Image  # only verify needs Pillow
-
-    name = f"{rec.key}.{rec.ext}"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(rec.data), formats=[_PIL_FORMATS[rec.ext]]) as im:
-                w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise ArchiveError(IMAGES, f"image {name} is {w}x{h}, over the {MAX_IMAGE_PIXELS}-pixel limit")
-                im.load()
-                mode = im.mode
-    except ArchiveError:
-        raise
-    except Exception as e:  # Pillow raises many types for broken data
-        raise ArchiveError(IMAGES, f"image {name} does not decode as {rec.ext} ({type(e).__name__})") from None
-    if (w, h) != (size, size):
-        raise ArchiveError(IMAGES, f"image {name} is {w}x{h}, the manifest's images.size is {size}")
-    if mode != "RGB":
-        raise ArchiveError(IMAGES, f"image {name} has mode {mode}, archives store RGB")
 
 
 def open_archive(path: str | os.PathLike) -> Archive:

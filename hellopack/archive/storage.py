@@ -43,3 +43,24 @@ def label_storage(manifest: Mapping[str, Any], *, epochs: int | None = None) -> 
         epochs=manifest["recipe"]["epochs"] if epochs is None else epochs,
         payload_bytes=stored[LORA] + stored[PROMPTS],
     )
+
+
+@dataclass(frozen=True)
+class WholeStorage:
+    """The whole archive against what a stored-label user ships for the same images: the images as
+    stored here (the same encoded bytes) plus the soft labels and augmentation records."""
+
+    images_bytes: int  # stored size of images.tar
+    archive_bytes: int  # images + label payload (what hellopack ships, members as stored)
+    stored_label_bytes: int  # images + soft labels + augmentation records
+    ratio: float  # stored_label_bytes / archive_bytes
+    label_ratio: float  # the label-only ratio (LabelStorage.ratio)
+
+
+def whole_storage(manifest: Mapping[str, Any], *, epochs: int | None = None) -> WholeStorage:
+    from hellopack.archive.format import IMAGES
+
+    labels = label_storage(manifest, epochs=epochs)
+    images = {m["name"]: m["stored_size"] for m in manifest["members"]}[IMAGES]
+    ours, theirs = images + labels.payload_bytes, images + labels.total_bytes
+    return WholeStorage(images, ours, theirs, theirs / ours if ours else float("inf"), labels.ratio)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
 
 from hellopack.archive.atomic import atomic_output
+from hellopack.archive.images import IMAGE_KEYS_1_2
 from hellopack.archive.format import (
     FORMAT_MAJOR, FORMAT_MINOR, FORMAT_NAME, IMAGE_EXTS, IMAGE_KEY_RE, IMAGES, LORA, MAX_IMAGE_BYTES,
     MAX_MANIFEST_BYTES, MEMBER_NAME_RE, PROMPTS, ArchiveError, Header,
@@ -122,7 +123,8 @@ class ArchiveWriter:
         m = copy.deepcopy(self._manifest)
         m["format"], m["format_version"], m["members"] = FORMAT_NAME, [FORMAT_MAJOR, FORMAT_MINOR], []
         layout = validate_manifest(m)
-        m["format_version"] = [FORMAT_MAJOR, layout.format_minor]  # the lowest minor that describes it
+        # the lowest minor that describes it: its LoRA target kinds and its image keys
+        m["format_version"] = [FORMAT_MAJOR, max(layout.format_minor, written_minor(m))]
         self._check_contents(m, layout)
 
         names = [PROMPTS, LORA] + sorted(n for n in self._members if n not in (PROMPTS, LORA))
@@ -178,3 +180,12 @@ class ArchiveWriter:
                 img.seek(0)
                 shutil.copyfileobj(img, out, CHUNK)
         return path
+
+
+def written_minor(m: dict[str, Any]) -> int:
+    """The lowest minor version whose keys the manifest uses: 1.2 added the image-encoding keys
+    (images.encoding / quality / encoder), so an archive without them stays readable as 1.1."""
+    images = m.get("images")
+    if isinstance(images, dict) and any(k in images for k in IMAGE_KEYS_1_2):
+        return 2
+    return 1

@@ -26,6 +26,9 @@ LORA_DTYPES = ("fp16", "int8")
 HEAD_RANKS = (64, 128)
 HEAD_RANK_CLASSES = 100
 OBSERVERS = ("teacher", "projector")
+IMAGE_FORMATS = ("auto", "png", "webp", "jpeg", "webp-lossless")  # hellopack.archive.images.ENCODING_EXTS + auto
+AUTO_SMALL_MAX_SIZE = 64  # images up to this size get the first default quality
+AUTO_QUALITY = (90, 85)  # default WebP / JPEG quality: up to AUTO_SMALL_MAX_SIZE px, above
 
 # The training recipe written into the manifest for `hellopack train`: one keyword-only field
 # train_<name> per setting of hellopack.archive.recipe.RecipeSettings, with its default (RDED's
@@ -51,6 +54,9 @@ class BuildConfig(_TrainRecipe):
     ipc: int = 10
     factor: int | None = None  # default: 2 when the image size is >= 128, else 1
     image_size: int | None = None  # default: the source's natural size
+    # how images.tar stores them: png, webp, jpeg, webp-lossless, or auto (resolved_image_format)
+    image_format: str = "auto"
+    image_quality: int | None = None  # webp / jpeg quality 1..100; default: resolved_image_quality
     # --- weak teachers
     teachers: tuple[str, ...] = ()
     teachers_dir: str | None = None
@@ -134,6 +140,19 @@ class BuildConfig(_TrainRecipe):
             raise HellopackError(f"factor {factor} does not divide the image size {image_size}; "
                                  f"choose --factor among {', '.join(str(d) for d in _divisors(image_size)[:8])}")
         return factor
+
+    def resolved_image_format(self, image_size: int) -> str:
+        """auto: WebP, the smallest encoding whose CIFAR-10 students stayed within 0.5 points of PNG's
+        (benchmarks/results/cifar10-codecs.md) and whose 224 px ImageNet images fit the 170 MB IPC-10 target
+        (benchmarks/results/storage.md)."""
+        return "webp" if self.image_format == "auto" else self.image_format
+
+    def resolved_image_quality(self, image_size: int) -> int:
+        """--image-quality, else AUTO_QUALITY[0] up to AUTO_SMALL_MAX_SIZE px (the quality measured on CIFAR-10)
+        and AUTO_QUALITY[1] above (ImageNet-1K IPC 10 at 224 px in at most 170 MB)."""
+        if self.image_quality is not None:
+            return self.image_quality
+        return AUTO_QUALITY[0] if image_size <= AUTO_SMALL_MAX_SIZE else AUTO_QUALITY[1]
 
     def resolved_rank_head(self, num_classes: int, embed_dim: int) -> int:
         """The head's LoRA rank (the one place this rule lives): --rank-head, else HEAD_RANKS by class
@@ -306,6 +325,10 @@ def _validate(c: BuildConfig) -> None:
     for name in settings.NAMES:  # the recipe's own checks, named by the build flag
         wrong = settings.problem(name, getattr(c, "train_" + name))
         need(wrong is None, f"--train-{name.replace('_', '-')} {wrong}")
+    need(c.image_format in IMAGE_FORMATS,
+         f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, got '{c.image_format}'")
+    need(c.image_quality is None or (isinstance(c.image_quality, int) and 1 <= c.image_quality <= 100),
+         f"--image-quality must be an integer 1..100, got {c.image_quality}")
     need(c.observer in OBSERVERS, f"--observer must be one of {', '.join(OBSERVERS)}, got '{c.observer}'")
     need(bool(c.out), "--out must name the archive to write")
     for spec in c.teachers:

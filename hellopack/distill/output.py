@@ -1,17 +1,16 @@
-"""The last stage: PNG-encode the distilled images, assemble the manifest, write the archive."""
+"""The last stage: assemble the manifest, write the archive."""
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-PNG_COMPRESS_LEVEL = 6  # zlib's default, fixed so the bytes do not depend on Pillow's default
+from hellopack.archive.images import PNG_COMPRESS_LEVEL, Codec  # noqa: F401 (the level: one declaration)
+
 RUNTIME_FIELDS = ("out", "workdir", "device", "workers")  # where/how it ran, not what it made
 # Settings that name files on the builder's machine: a shared archive keeps only their file names
 # (spec section 2.2: a writer MUST NOT record the builder's file system layout).
@@ -20,10 +19,7 @@ PATH_FIELDS = ("data_dir", "teachers_dir", "classes_file", "clip_weights")
 
 def encode_png(img_u8: torch.Tensor) -> bytes:
     """uint8 [3,H,W] -> PNG bytes; no metadata chunks, fixed compression: same pixels, same bytes."""
-    arr = np.ascontiguousarray(img_u8.permute(1, 2, 0).cpu().numpy())
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL, optimize=False)
-    return buf.getvalue()
+    return Codec("png").encode(img_u8.permute(1, 2, 0).cpu().numpy())
 
 
 def image_key(cls: int, j: int) -> str:
@@ -104,7 +100,7 @@ def manifest(parts: ManifestParts) -> dict[str, Any]:
 
 
 def write_archive(path: Any, manifest_obj: Mapping[str, Any], lora_tensors: Mapping[str, np.ndarray],
-                  lora_dtype: str, prompts: bytes, images: Iterable[tuple[str, int, bytes]]) -> Any:
+                  lora_dtype: str, prompts: bytes, images: Iterable[tuple[str, int, bytes]], ext: str = "png") -> Any:
     """Atomic, deterministic archive write through hellopack.archive."""
     from hellopack import __version__
     from hellopack.archive import ArchiveWriter, encode_lora
@@ -113,5 +109,5 @@ def write_archive(path: Any, manifest_obj: Mapping[str, Any], lora_tensors: Mapp
         w.add_member("prompts.json", prompts)
         w.add_member("lora.safetensors", encode_lora(dict(lora_tensors), dtype=lora_dtype))
         for key, cls, data in images:
-            w.add_image(key, cls, data, ext="png")
+            w.add_image(key, cls, data, ext=ext)
         return w.write(path)

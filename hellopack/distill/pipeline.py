@@ -22,7 +22,8 @@ from safetensors.torch import save as st_save
 from hellopack import dist
 from hellopack.distill.checks import fidelity_warnings
 from hellopack.distill.config import BuildConfig
-from hellopack.distill.output import (ManifestParts, build_record, dataset_record, encode_png, image_key, manifest,
+from hellopack.archive.images import LOSSY, Codec
+from hellopack.distill.output import (ManifestParts, build_record, dataset_record, image_key, manifest,
                                       prompts_json, write_archive)
 from hellopack.distill.crops import CropStages
 from hellopack.distill.select import check_class_size
@@ -123,7 +124,7 @@ class _Build(CropStages):
         if not self.info.is_main:
             return out
         patches, update_key = self.update(proj, size, factor, chosen, select_key)
-        images = DistilledImages(chosen, patches, cfg.ipc, factor)
+        images = DistilledImages(chosen, patches, cfg.ipc, factor, self.codec(size))
         fidelity = self.refine(proj, splits, specs, size, factor, images, update_key, fit_key) or fidelity
         return self.write(out, splits, scan, proj, images, size, factor, fidelity)
 
@@ -238,6 +239,10 @@ class _Build(CropStages):
                 self.rep.warn(warning)
         return report
 
+    def codec(self, size: int) -> Codec:
+        fmt = self.cfg.resolved_image_format(size)
+        return Codec(fmt, self.cfg.resolved_image_quality(size) if fmt in LOSSY else None)
+
     def refine(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int,
                images: DistilledImages, update_key: str, fit_key: str) -> dict[str, Any] | None:
         """Optional: continue the LoRA fit on the archive's own training views; returns the new fidelity."""
@@ -309,7 +314,7 @@ class _Build(CropStages):
         m = manifest(ManifestParts(
             dataset=dataset_record(cfg.dataset_name or full.name, cfg.recipe, cfg.data_dir, scan["train_images"]),
             classes=full.classes,
-            images={"count": len(distilled), "ipc": cfg.ipc, "factor": factor, "size": size, "format": "png",
+            images={"count": len(distilled), "ipc": cfg.ipc, "factor": factor, "size": size, **distilled.codec.manifest(),
                     "mean": list(full.mean), "std": list(full.std)},
             base=base,
             lora=proj.model.lora_layout(cfg.lora_dtype).to_manifest(),
@@ -322,11 +327,12 @@ class _Build(CropStages):
             for i, cls in enumerate(distilled.labels.tolist()):
                 j = per_class.get(cls, 0)
                 per_class[cls] = j + 1
-                yield image_key(cls, j), cls, encode_png(distilled.image(i))
+                yield image_key(cls, j), cls, distilled.encoded(i)
 
         with self.rep.stage("write archive", total=None, unit="img"):
             path = write_archive(out, m, lora, cfg.lora_dtype, prompts_json([c.name for c in full.classes],
-                                                                                 proj.templates), images())
+                                                                                 proj.templates), images(),
+                                  ext=distilled.codec.ext)
         self.rep.info(f"wrote {path}: {len(distilled)} images, {proj.model.num_lora_parameters():,} LoRA numbers")
         return Path(path)
 

@@ -7,13 +7,11 @@
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from hellopack.errors import HellopackError
 from hellopack.progress import NULL, Reporter
@@ -27,13 +25,9 @@ def load_archive_images(archive: Any, size: int, num_classes: int,
     arrays: list[np.ndarray] = []
     classes: list[int] = []
     with reporter.stage("load images", total=count or None, unit="img") as stage:
-        for rec in archive.iter_images():
-            try:
-                with Image.open(io.BytesIO(rec.data)) as im:
-                    arr = np.asarray(im.convert("RGB"))
-            except (OSError, ValueError) as e:
-                raise HellopackError(f"archive '{archive.path}': image {rec.key} cannot be decoded ({e}); "
-                                     "the archive is damaged, download or rebuild it") from None
+        # the archive's one image reader: magic, header pixel caps and the manifest's pixel budget are
+        # checked before any image is decoded (ArchiveError, which names the member)
+        for rec, arr in archive.decoded_images():
             if arr.shape[:2] != (size, size):
                 raise HellopackError(f"archive '{archive.path}': image {rec.key} is {arr.shape[1]}x{arr.shape[0]}, "
                                      f"the manifest says {size}x{size}; the archive is inconsistent, rebuild it")

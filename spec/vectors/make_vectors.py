@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from hellopack.archive import ArchiveError, ArchiveWriter, canonical_json, encode_lora, open_archive
+from hellopack.archive import FORMAT_MINOR, ArchiveError, ArchiveWriter, canonical_json, encode_lora, open_archive
 
 HERE = Path(__file__).resolve().parent
 INPUTS = HERE / "inputs"
@@ -196,6 +196,60 @@ EXPECTED = {
 }
 
 
+# ---- image encodings (format 1.2; spec section 3.4) --------------------------------------------
+# Fixed image bytes (inputs/images.json): lossy encoders' output depends on the library version, so
+# the vectors hold bytes written once, and the manifest names the library that wrote them.
+IMAGE_VALID = {  # vector -> (images.json entry, images.encoding, images.quality, images.encoder)
+    "valid-webp": ("webp", "webp", 90, "Pillow 13.0.0 / libwebp 1.6.0"),
+    "valid-webp-lossless": ("webp-lossless", "webp-lossless", None, "Pillow 13.0.0 / libwebp 1.6.0"),
+    "valid-jpeg": ("jpeg", "jpeg", 90, "Pillow 13.0.0 / libjpeg-turbo 3.2.0"),
+}
+# malformed image vector -> (images.json entry whose bytes replace the first image, manifest images changes)
+IMAGE_MALFORMED = {
+    "image-gif-as-png": ("gif-as-png", {}),
+    "image-over-pixel-cap": ("over-pixel-cap", {}),
+    "image-apng": ("apng", {}),
+    "image-animated-webp": ("animated-webp", {}),
+    "image-rgba-png": ("rgba-png", {}),
+    "image-cmyk-jpeg": ("cmyk-jpeg", {}),
+    "image-16-bit-png": ("16-bit-png", {}),
+    "image-truncated-png": ("truncated-png", {}),
+    "image-pixel-budget": (None, {"size": 2048}),  # per-image cap, from the manifest before any decoding
+}
+IMAGE_EXPECTED = {
+    "image-gif-as-png": "images.tar: image c0000_00000.png does not decode as png (its bytes do not start with the png "
+                        "signature)",
+    "image-over-pixel-cap": "images.tar: image c0000_00000.png is 1025x1024, over the 1048576-pixel limit",
+    "image-apng": "images.tar: image c0000_00000.png is animated (APNG), archives store single images",
+    "image-animated-webp": "images.tar: image c0000_00000.webp has several frames (animated), archives store single images",
+    "image-rgba-png": "images.tar: image c0000_00000.png has mode RGBA (bit depth 8), archives store 8-bit RGB",
+    "image-cmyk-jpeg": "images.tar: image c0000_00000.jpg has mode CMYK, archives store 8-bit RGB",
+    "image-16-bit-png": "images.tar: image c0000_00000.png has mode RGB (bit depth 16), archives store 8-bit RGB",
+    "image-truncated-png": "images.tar: image c0000_00000.png does not decode as png (SyntaxError)",
+    "image-pixel-budget": "manifest: images.size 2048 means 4194304 pixels per image, over the 1048576-pixel limit",
+}
+
+
+def image_docs() -> dict[str, dict]:
+    """Inputs documents of the image vectors: valid-minimal with its images (or manifest) changed."""
+    fixed = json.loads((INPUTS / "images.json").read_text(encoding="utf-8"))
+    docs = {}
+    for name, (entry, encoding, quality, encoder) in IMAGE_VALID.items():
+        doc = load_inputs("valid-minimal")
+        for im in doc["images"]:
+            im["ext"], im["hex"] = fixed[entry]["ext"], fixed[entry]["hex"]
+        doc["manifest"]["images"].update(format=fixed[entry]["ext"], encoding=encoding, quality=quality,
+                                         encoder=encoder)
+        docs[name] = doc
+    for name, (entry, changes) in IMAGE_MALFORMED.items():
+        doc = load_inputs("valid-minimal")
+        if entry is not None:
+            doc["images"][0]["ext"], doc["images"][0]["hex"] = fixed[entry]["ext"], fixed[entry]["hex"]
+        doc["manifest"]["images"].update(changes)
+        docs[name] = doc
+    return docs
+
+
 def error_of(path: Path) -> str:
     try:
         open_archive(path).verify()
@@ -221,6 +275,20 @@ def build_all(out: Path) -> dict[str, bytes]:
         if got != EXPECTED[name]:
             raise AssertionError(f"{name}: reader says {got!r}, spec expects {EXPECTED[name]!r}")
         files[f"{name}.error.txt"] = (got + "\n").encode("utf-8")
+    with tempfile.TemporaryDirectory() as d:
+        for name, doc in image_docs().items():
+            blob = write_from_inputs(doc, Path(d) / f"{name}.hellopack").read_bytes()
+            files[f"{name}.hellopack"] = blob
+            if name in IMAGE_VALID:
+                open_archive(Path(d) / f"{name}.hellopack").verify()
+                manifest, _ = split(blob)
+                files[f"{name}.manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False)
+                                                  + "\n").encode("utf-8")
+                continue
+            got = error_of(Path(d) / f"{name}.hellopack")
+            if got != IMAGE_EXPECTED[name]:
+                raise AssertionError(f"{name}: reader says {got!r}, spec expects {IMAGE_EXPECTED[name]!r}")
+            files[f"{name}.error.txt"] = (got + "\n").encode("utf-8")
     for fname, blob in files.items():
         (out / fname).write_bytes(blob)
     return files

@@ -16,6 +16,7 @@ from hellopack.archive.format import (
 )
 from hellopack.archive.layout import DTYPES, KINDS, LoraLayout
 from hellopack.archive.limits import check_manifest_budgets
+from hellopack.archive.strictjson import duplicates_refused, reject_constant
 
 _U63 = 2**63
 
@@ -39,17 +40,7 @@ def canonical_json(obj: Any) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {json.dumps(k)[:80]}")
-        out[k] = v
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+_no_duplicates = duplicates_refused(lambda k: json.dumps(k)[:80])
 
 
 class _Overflow:
@@ -86,7 +77,7 @@ def parse_manifest(raw: bytes, expected_sha256: bytes) -> dict:
         raise ArchiveError("manifest", "sha256 does not match the header (archive damaged)")
     try:
         obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_strict_object,
-                         parse_constant=_reject_constant, parse_float=_finite_float)
+                         parse_constant=reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
         raise ArchiveError("manifest", "is not valid UTF-8") from None
     except RecursionError:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import string
 from dataclasses import dataclass
-from typing import Any
 
 from hellopack.archive.format import PROMPTS, ArchiveError
 from hellopack.archive.limits import MAX_CLASSNAME_CHARS, MAX_TEMPLATE_CHARS, MAX_TEMPLATES
+from hellopack.archive.strictjson import duplicates_refused, reject_constant
 
 KEYS = ("classnames", "templates")
 _ONLY = "templates may hold only '{}'"
@@ -27,19 +27,6 @@ class Prompts:
     templates: tuple[str, ...]
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {_cut(k)}")
-        out[k] = v
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _cut(s: str, n: int = 40) -> str:
     """A value from the archive as a short, printable, one-line quote."""
     r = repr(s)
@@ -49,7 +36,8 @@ def _cut(s: str, n: int = 40) -> str:
 def parse_prompts(data: bytes, num_classes: int) -> Prompts:
     """Parse and check prompts.json; ArchiveError('prompts.json', ...) names the first defect."""
     try:
-        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=duplicates_refused(_cut),
+                         parse_constant=reject_constant)
     except UnicodeDecodeError:
         raise ArchiveError(PROMPTS, "is not valid UTF-8 JSON") from None
     except RecursionError:

@@ -163,8 +163,8 @@ class TrainConfig(_RecipeOverrides):
                 raise HellopackError(f"{flag} {wrong}")
             # not the user's flag: say where the value came from and how to replace it
             raise HellopackError(f"the archive's recipe {name} {wrong}; pass {flag} to override it")
-        if r.labels not in LABELS:
-            raise HellopackError(f"--labels '{r.labels}' is not one of {', '.join(LABELS)}")
+        if r.labels not in LABELS and not (r.labels.startswith("stored:") and len(r.labels) > len("stored:")):
+            raise HellopackError(f"--labels '{r.labels}' is not one of {', '.join(LABELS)}, stored:FILE")
         for flag, v in {"seeds": self.seeds, "eval-every": self.eval_every}.items():
             if not v > 0:
                 raise HellopackError(f"--{flag} must be positive, got {v}")

@@ -80,11 +80,15 @@ class StepBatches(torch.utils.data.Dataset):
     def images_until(self, step: int) -> int:
         return steps_images(len(self.images), self.batch_size, self.drop_last, step)
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def indices(self, step: int) -> torch.Tensor:
+        """The archive images of this process's shard of global batch ``step``, in batch order."""
         epoch, i = divmod(int(step), self.steps_per_epoch)
         if epoch != self._perm_epoch:
             self._perm_epoch, self._perm = epoch, epoch_permutation(len(self.images), self.seed, epoch)
         idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
-        idx = idx.tensor_split(self.world)[self.rank]
+        return idx.tensor_split(self.world)[self.rank]
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = self.indices(step)
         x, hard = self.augmenter(self.images[idx], self.labels[idx], step_generator(self.seed, step, self.rank))
         return x, hard, self.labels[idx]

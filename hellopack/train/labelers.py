@@ -1,7 +1,8 @@
 """Where the soft labels of each augmented batch come from: projector, teachers, or none (hard labels).
 
 A labeler maps a float [B,3,H,W] batch in [0,1] to float32 logits [B,C], or
-``None`` for hard-label training. Labels are computed under inference mode and
+``None`` for hard-label training. Stored labels (hellopack.labels.stored) are keyed by the
+training step instead: they have ``source_step(step)`` and are called as ``labeler(x01, step)``. Labels are computed under inference mode and
 returned as ordinary tensors so they can be loss targets.
 """
 

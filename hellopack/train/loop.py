@@ -86,9 +86,14 @@ def _train_locked(cfg: TrainConfig, reporter: Reporter, device: torch.device, in
         view = ValView(recipe.image_size, eval_bs, cfg.workers, resize=recipe.val_resize, max_images=cfg.val_images)
         evaluator = val_evaluator(cfg.val, cfg.val_recipe, manifest, view, device, info)
     teachers = TeacherSet(recipe.teachers, num_classes, recipe.image_size, recipe.mean, recipe.std)
-    labeler = build_labeler(recipe.labels, archive=archive, teachers=teachers, device=device,
-                            clip_weights=cfg.clip_weights, allow_base_mismatch=cfg.allow_base_mismatch,
-                            warn=reporter.warn)
+    if recipe.labels.startswith("stored:"):  # a `labels record` file, checked against this run
+        from hellopack.labels.stored import stored_labeler, stored_path
+
+        labeler = stored_labeler(stored_path(recipe.labels), cfg, recipe, manifest, info.world_size)
+    else:
+        labeler = build_labeler(recipe.labels, archive=archive, teachers=teachers, device=device,
+                                clip_weights=cfg.clip_weights, allow_base_mismatch=cfg.allow_base_mismatch,
+                                warn=reporter.warn)
     images, labels = load_archive_images(archive, recipe.image_size, num_classes, reporter)
     _check_batch_size(len(images), recipe.batch_size, cfg.drop_last, info.world_size)
     if evaluator is None:

@@ -150,8 +150,10 @@ class Run:
         start_epoch, step, elapsed = start
         spe = batches.steps_per_epoch
         stop_at = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
+        source = getattr(self.labeler, "source_step", None)  # stored labels: the recorded batch a step trains on
+        order = range(step, stop_at) if source is None else [source(s) for s in range(step, stop_at)]
         loader = torch.utils.data.DataLoader(
-            batches, batch_size=None, sampler=range(step, stop_at), num_workers=cfg.workers,
+            batches, batch_size=None, sampler=order, num_workers=cfg.workers,
             pin_memory=self.device.type == "cuda", generator=torch.Generator())  # own generator: global RNG untouched
         batch_iter = iter(loader)
         model.train()
@@ -171,7 +173,7 @@ class Run:
                                   img_s=epoch_images[0] / max(1e-9, time.perf_counter() - t0))
 
                 end = max(step, min((epoch + 1) * spe, stop_at))
-                run_steps(train_step, ((i, next(batch_iter)) for i in range(step, end)), on_step)
+                run_steps(train_step, ((i, (*next(batch_iter), i)) for i in range(step, end)), on_step)
                 step = end
                 elapsed += time.perf_counter() - t0
                 if step < (epoch + 1) * spe:
@@ -195,11 +197,13 @@ class Run:
         """A step's loss: label the augmented batch, then MSE/KL + beta * CE (or CE alone)."""
         recipe, device = self.recipe, self.device
 
+        keyed = hasattr(self.labeler, "source_step")  # stored labels are looked up by step
+
         def loss_fn(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            x, hard, _ = batch
+            x, hard, _, step = batch
             x = x.to(device, non_blocking=True).contiguous(memory_format=devices.memory_format(device))
             hard = hard.to(device, non_blocking=True)
-            soft = self.labeler(x)
+            soft = self.labeler(x, step) if keyed else self.labeler(x)
             with devices.autocast(device):
                 logits = model(x)
             return student_loss(logits, soft, hard, loss=recipe.loss, beta=recipe.beta,
@@ -213,11 +217,7 @@ class Run:
     # -- pieces ----------------------------------------------------------------------------------
 
     def _augmenter(self) -> Augmenter:
-        r = self.recipe
-        return Augmenter(AugmentConfig(size=r.image_size, num_classes=self.num_classes, crop_scale=r.crop_scale,
-                                       factor=r.factor, patch_shuffle=r.patch_shuffle, mix=r.mix,
-                                       mix_alpha=r.mix_alpha,
-                                       shuffle="patches" if r.protocol == proto.LEGACY else "strips"))
+        return Augmenter(augment_config(self.recipe, self.num_classes))
 
     def _evaluate(self, student: nn.Module, epoch: int, step: int, loss_sum: torch.Tensor, scheduler: Any,
                   out: Path, history: list[dict]) -> dict[str, Any]:
@@ -304,6 +304,13 @@ class Run:
                        "world_size": self.info.world_size},
             "out": str(out),
         }
+
+
+def augment_config(r: Recipe, num_classes: int) -> AugmentConfig:
+    """The augmentation a recipe asks for (train's, and `labels record`'s, which must draw the same views)."""
+    return AugmentConfig(size=r.image_size, num_classes=num_classes, crop_scale=r.crop_scale, factor=r.factor,
+                         patch_shuffle=r.patch_shuffle, mix=r.mix, mix_alpha=r.mix_alpha,
+                         shuffle="patches" if r.protocol == proto.LEGACY else "strips")
 
 
 def _cuda(device: torch.device) -> list[int]:

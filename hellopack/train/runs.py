@@ -6,7 +6,8 @@ from __future__ import annotations
 def default_run_name(stem: str, arch: str, labels: str) -> str:
     """``ARCHIVE-ARCH`` for projector labels, ``ARCHIVE-ARCH-LABELS`` otherwise: runs that differ only in
     --labels never share a folder."""
-    return f"{stem}-{arch}" if labels == "projector" else f"{stem}-{arch}-{labels}"
+    kind = labels.split(":", 1)[0]  # stored:FILE -> stored
+    return f"{stem}-{arch}" if kind == "projector" else f"{stem}-{arch}-{kind}"
 
 
 SMALL_INPUT_PX = 112  # torchvision's ImageNet classifiers are designed for 224 px

@@ -158,3 +158,21 @@ def _header(f: BinaryIO, path: Path) -> dict[str, Any]:
         raise HellopackError(f"stored labels '{path}' are {size} bytes, the header describes {file_bytes(header)}; "
                              "the file is damaged, record it again")
     return header
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """`labels inspect`: counts, bytes (by section kind) and the archive's label payload beside them."""
+    header = read_header(path)
+    layout = layout_of(header)
+    sizes = {name: int(np.dtype(d).itemsize) * int(np.prod(shape)) for name, d, shape in layout.sections()}
+    payload = int(header["archive"]["label_payload_bytes"])
+    total = file_bytes(header)
+    return {
+        "path": str(path), "views": layout.views, "views_total": header["views_total"], "steps": layout.steps,
+        "steps_total": header["steps_total"], "top_k": layout.top_k, "classes": header["identity"]["classes"],
+        "keep": header["keep"], "kept_fraction": header["kept_fraction"], "epochs": header["identity"]["epochs"],
+        "source": header["source"]["labels"], "file_bytes": total, "header_bytes": PREFIX_BYTES + len(encode_header(header)),
+        "label_bytes": sizes["lse"] + sizes["values"] + sizes["classes"],
+        "augmentation_bytes": sum(sizes[k] for k in ("steps", "mix", "image", "crop", "flip", "shuffle")),
+        "archive_label_payload_bytes": payload, "ratio_to_archive_payload": total / payload if payload else None,
+    }

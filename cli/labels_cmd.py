@@ -39,11 +39,11 @@ def record(
     labels: str = typer.Option(_T.labels, "--labels", help="projector or teacher (needs --teacher).", rich_help_panel=LAB),
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for --labels teacher; repeatable.", rich_help_panel=LAB),
     teachers_dir: Optional[str] = typer.Option(None, "--teachers-dir", help="A `hellopack teach` trajectory: every checkpoint is a teacher.", rich_help_panel=LAB),
-    clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download.", rich_help_panel=LAB),
+    clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download \\[none: the archive's base by open_clip name and tag].", rich_help_panel=LAB),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
     seed: int = typer.Option(_T.seed, "--seed", help="The seed train will use.", rich_help_panel=RUN),
     device: str = typer.Option(_T.device, "--device", help="auto, cpu, cuda, cuda:N.", rich_help_panel=RUN),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where URL archives are cached.", rich_help_panel=RUN),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where URL archives are cached \\[$HELLOPACK_CACHE, else ~/.cache/hellopack].", rich_help_panel=RUN),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.", rich_help_panel=RUN),
     as_json: bool = typer.Option(False, "--json", help="Print the file's summary as JSON on stdout.", rich_help_panel=RUN),
 ) -> None:

@@ -35,6 +35,7 @@ from hellopack.continual.config import ContinualConfig
 from hellopack.demo import DemoConfig
 from hellopack.pretrain.config import PretrainConfig
 from hellopack.train.config import TrainConfig
+from hellopack.labels.record import RecordConfig
 from hellopack_cli.app import app
 from hellopack_cli.defaults import offline_bases, source_defaults
 
@@ -52,6 +53,9 @@ CONFIGS: dict[tuple[str, ...], tuple[tuple[type, ...], dict[str, str]]] = {
     ("pretrain-base",): ((PretrainConfig,), {"classes": "classes_file", "probe": "probe_train"}),
     ("eval",): ((), {}),
     ("eval", "continual"): ((ContinualConfig, TrainConfig), {}),
+    ("labels",): ((), {}),
+    ("labels", "record"): ((RecordConfig, TrainConfig), {}),
+    ("labels", "inspect"): ((), {}),
 }
 
 # Options whose default is None (or empty) meaning "not given, nothing used": no default to show.
@@ -62,6 +66,7 @@ NO_DEFAULT: dict[tuple[str, ...], set[str]] = {
     ("teach",): {"data_dir", "classes"},
     ("pretrain-base",): {"data_dir", "classes"},
     ("eval", "continual"): {"teacher", "teachers_dir"},
+    ("labels", "record"): {"teacher", "teachers_dir"},
 }
 
 # The modules read by cli/defaults.py from source, so that `hellopack --help` does not import torch.

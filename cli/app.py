@@ -7,7 +7,7 @@ from typer.core import TyperCommand, TyperGroup
 
 import hellopack
 
-from . import build_cmd, continual_cmd, demo_cmd, inspect_cmd, labels_cmd, pretrain_cmd, teach_cmd, train_cmd
+from . import build_cmd, continual_cmd, demo_cmd, inspect_cmd, labels_cmd, pretrain_cmd, rank_cmd, teach_cmd, train_cmd
 
 
 class _NoFlagMetavar:
@@ -74,6 +74,7 @@ app.command("demo", cls=Command)(demo_cmd.demo)
 app.command("pretrain-base", cls=Command)(pretrain_cmd.pretrain_base)
 eval_app = typer.Typer(help="Evaluate an archive beyond plain training.", no_args_is_help=True, cls=Group)
 eval_app.command("continual", cls=Command)(continual_cmd.continual)
+eval_app.command("rank", cls=Command)(rank_cmd.rank)
 app.add_typer(eval_app, name="eval")
 labels_app = typer.Typer(help=labels_cmd.labels_app.info.help, no_args_is_help=True, cls=Group)
 labels_app.command("record", cls=Command)(labels_cmd.record)

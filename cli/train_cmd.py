@@ -19,6 +19,7 @@ from .reporter import make_reporter, print_json
 
 REC = "Recipe (defaults come from the archive; `build` writes what is shown)"
 LAB = "Labels"
+IMG = "Images"
 RUN = "Runtime and output"
 
 
@@ -34,6 +35,10 @@ def train(
     labels: str = typer.Option(_T.labels, "--labels", help="projector, teacher (needs --teacher) or hard.", rich_help_panel=LAB),
     teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="ARCH:CHECKPOINT for --labels teacher; repeatable.", rich_help_panel=LAB),
     teachers_dir: Optional[str] = typer.Option(None, "--teachers-dir", help="A `hellopack teach` trajectory, or ARCH:DIR for a folder of training checkpoints (torchvision's model_*.pth): every checkpoint in it is a teacher for --labels teacher.", rich_help_panel=LAB),
+    images: str = typer.Option(_T.images, "--images", help="What the student trains on: archive (its distilled images), random (IPC real images per class from --data-dir, drawn anew per seed: DD-Ranking's random baseline) or full (every real image).", rich_help_panel=IMG),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="--images random/full: the dataset the archive was built from (its training split).", rich_help_panel=IMG),
+    data_recipe: Optional[str] = typer.Option(None, "--data-recipe", help="Recipe that reads --data-dir \\[the archive's dataset recipe].", rich_help_panel=IMG),
+    images_per_class: Optional[int] = typer.Option(None, "--images-per-class", help="--images random: images per class \\[the archive's IPC].", rich_help_panel=IMG),
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download \\[none: the archive's base by open_clip name and tag].", rich_help_panel=LAB),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
     seeds: int = typer.Option(_T.seeds, "--seeds", help="Train this many seeds; report mean and std.", rich_help_panel=RUN),
@@ -57,7 +62,8 @@ def train(
 
     cfg = TrainConfig(
         archive=archive, arch=arch, out=out, val=val, val_recipe=val_recipe, labels=labels,
-        teacher=tuple(teacher) if teacher else None, teachers_dir=teachers_dir, val_images=val_images, seeds=seeds,
+        teacher=tuple(teacher) if teacher else None, teachers_dir=teachers_dir, images=images, data_dir=data_dir,
+        data_recipe=data_recipe, images_per_class=images_per_class, val_images=val_images, seeds=seeds,
         seed=seed, eval_every=eval_every, workers=workers, device=device, compile=compile, clip_weights=clip_weights,
         allow_base_mismatch=allow_base_mismatch, resume=resume, cache_dir=cache_dir, **recipe_flags,
     )
@@ -76,7 +82,9 @@ def _render(result: dict) -> None:
     """Final-epoch accuracy per seed (percent, as in result.json), then the mean and std over seeds."""
     console = Console()
     runs = result.get("runs", [result])
-    t = Table(title=f"{result.get('arch', '')}, labels: {result.get('labels', '')}", title_justify="left")
+    images = (result.get("config") or {}).get("images", "archive")
+    title = f"{result.get('arch', '')}, labels: {result.get('labels', '')}"
+    t = Table(title=title if images == "archive" else f"{title}, images: {images}", title_justify="left")
     for col in ("seed", "top-1 %", "top-5 %", "images/s", "evaluated on"):
         t.add_column(col)
     for r in runs:

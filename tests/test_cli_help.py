@@ -34,6 +34,7 @@ from hellopack.distill.teach import TeachConfig
 from hellopack.continual.config import ContinualConfig
 from hellopack.demo import DemoConfig
 from hellopack.pretrain.config import PretrainConfig
+from hellopack.rank.config import RankConfig
 from hellopack.train.config import TrainConfig
 from hellopack.labels.record import RecordConfig
 from hellopack_cli.app import app
@@ -56,17 +57,19 @@ CONFIGS: dict[tuple[str, ...], tuple[tuple[type, ...], dict[str, str]]] = {
     ("labels",): ((), {}),
     ("labels", "record"): ((RecordConfig, TrainConfig), {}),
     ("labels", "inspect"): ((), {}),
+    ("eval", "rank"): ((RankConfig, TrainConfig), {}),
 }
 
 # Options whose default is None (or empty) meaning "not given, nothing used": no default to show.
 NO_DEFAULT: dict[tuple[str, ...], set[str]] = {
     ("build",): {"data_dir", "config", "classes", "teacher", "teachers_dir", "clip_weights"},
     ("inspect",): {"grid"},
-    ("train",): {"teacher", "teachers_dir"},
+    ("train",): {"teacher", "teachers_dir", "data_dir"},
     ("teach",): {"data_dir", "classes"},
     ("pretrain-base",): {"data_dir", "classes"},
     ("eval", "continual"): {"teacher", "teachers_dir"},
     ("labels", "record"): {"teacher", "teachers_dir"},
+    ("eval", "rank"): {"teacher", "teachers_dir", "data_dir"},
 }
 
 # The modules read by cli/defaults.py from source, so that `hellopack --help` does not import torch.

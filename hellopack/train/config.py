@@ -18,6 +18,8 @@ from hellopack.train import protocol as proto
 OPTIMIZERS, SCHEDULES, MIXES, DECAYS = settings.OPTIMIZERS, settings.SCHEDULES, settings.MIXES, settings.DECAYS
 LOSSES = settings.choices("loss", legacy=True)
 LABELS = ("projector", "teacher", "hard")
+# what a student trains on: the archive's images, IPC real images per class drawn per seed, or all real images
+IMAGES = ("archive", "random", "full")
 # What an archive's recipe means when a key is absent (see hellopack.archive.recipe.LEGACY).
 FALLBACK_RECIPE: dict[str, Any] = settings.LEGACY
 
@@ -42,6 +44,10 @@ class TrainConfig(_RecipeOverrides):
     # not in the manifest
     momentum: float = 0.9  # SGD only
     labels: str = "projector"
+    images: str = "archive"  # one of IMAGES; random and full read data_dir (hellopack.train.source)
+    data_dir: str | None = None  # --images random/full: the archive's source dataset (its training split)
+    data_recipe: str | None = None  # the recipe that reads data_dir (default: the manifest's dataset.recipe)
+    images_per_class: int | None = None  # --images random: how many per class (default: the archive's IPC)
     teacher: str | tuple[str, ...] | None = None  # "ARCH:CKPT" (several: a tuple or comma-separated)
     teachers_dir: str | None = None  # a `hellopack teach` trajectory: all its checkpoints
     seeds: int = 1
@@ -170,6 +176,7 @@ class TrainConfig(_RecipeOverrides):
                 raise HellopackError(f"--{flag} must be positive, got {v}")
         if self.workers < 0:
             raise HellopackError(f"--workers must be zero or positive, got {self.workers}")
+        self._validate_images()
         if r.labels == "teacher" and not r.teachers:
             raise HellopackError("--labels teacher needs --teacher ARCH:CHECKPOINT or --teachers-dir DIR")
         if r.labels != "teacher" and r.teachers:
@@ -183,6 +190,20 @@ class TrainConfig(_RecipeOverrides):
             raise HellopackError(f"--val-images must be positive, got {self.val_images}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise HellopackError(f"max_steps must be positive, got {self.max_steps}")
+
+    def _validate_images(self) -> None:
+        if self.images not in IMAGES:
+            raise HellopackError(f"--images '{self.images}' is not one of {', '.join(IMAGES)}")
+        if self.images != "archive" and self.data_dir is None:
+            raise HellopackError(f"--images {self.images} needs --data-dir SOURCE: the real training images of "
+                                 "the dataset the archive was built from")
+        if self.images == "archive" and (self.data_dir is not None or self.data_recipe is not None):
+            flag = "--data-dir" if self.data_dir is not None else "--data-recipe"
+            raise HellopackError(f"{flag} is only used with --images random or full (got --images archive)")
+        if self.images_per_class is not None and self.images != "random":
+            raise HellopackError(f"--images-per-class is only used with --images random (got --images {self.images})")
+        if self.images_per_class is not None and self.images_per_class <= 0:
+            raise HellopackError(f"--images-per-class must be positive, got {self.images_per_class}")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -30,6 +30,7 @@ from hellopack.train.images import load_archive_images, steps_images, steps_per_
 from hellopack.train.labelers import TeacherSet, build_labeler
 from hellopack.train.run import Placement, Run, RunData, _write_json, manifest_sha256, run_identity  # noqa: F401
 from hellopack.train.runs import default_run_name, input_size_note
+from hellopack.train.source import TrainingImages
 
 
 def train(cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, device: torch.device, info: dis
     _check_batch_size(int((manifest.get("images") or {}).get("count", 0)), recipe.batch_size, cfg.drop_last,
                       info.world_size)
     out_root = Path(cfg.out) if cfg.out else Path.cwd() / default_run_name(Path(archive.path).stem, cfg.arch,
-                                                                             recipe.labels)
+                                                                             recipe.labels, cfg.images)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     outs = [out_root if len(seeds) == 1 else out_root / f"seed-{seed}" for seed in seeds]
     check_run_folder(out_root)
@@ -94,15 +95,20 @@ def _train_locked(cfg: TrainConfig, reporter: Reporter, device: torch.device, in
         labeler = build_labeler(recipe.labels, archive=archive, teachers=teachers, device=device,
                                 clip_weights=cfg.clip_weights, allow_base_mismatch=cfg.allow_base_mismatch,
                                 warn=reporter.warn)
-    images, labels = load_archive_images(archive, recipe.image_size, num_classes, reporter)
+    chosen = TrainingImages(cfg, archive, recipe, reporter)  # --images: the archive's, or real ones per seed
+    images, labels = chosen.archive
     _check_batch_size(len(images), recipe.batch_size, cfg.drop_last, info.world_size)
     if evaluator is None:
         evaluator = archive_evaluator(images, labels, num_classes, eval_bs, device, info.rank, info.world_size)
         reporter.info("no --val given: accuracy is measured on the archive's own images (not a test accuracy)")
 
-    run = Run(cfg, recipe, RunData(manifest, str(archive.path), images, labels, labeler, evaluator),
-              Placement(device, info, reporter))
-    results = [run.one_seed(seed, out) for seed, out in zip(seeds, outs)]
+    results = []
+    for seed, out in zip(seeds, outs):
+        images, labels, extra = chosen.for_seed(seed)
+        _check_batch_size(len(images), recipe.batch_size, cfg.drop_last, info.world_size)
+        run = Run(cfg, recipe, RunData(manifest, str(archive.path), images, labels, labeler, evaluator,
+                                       identity_extra=extra), Placement(device, info, reporter))
+        results.append(run.one_seed(seed, out))
     if len(seeds) == 1:
         return results[0]
     summary = summarize(results, cfg, recipe)

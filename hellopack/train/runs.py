@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 
-def default_run_name(stem: str, arch: str, labels: str) -> str:
-    """``ARCHIVE-ARCH`` for projector labels, ``ARCHIVE-ARCH-LABELS`` otherwise: runs that differ only in
-    --labels never share a folder."""
+def default_run_name(stem: str, arch: str, labels: str, images: str = "archive") -> str:
+    """``ARCHIVE-ARCH`` for projector labels, ``ARCHIVE-ARCH-LABELS`` otherwise, then ``-IMAGES`` for real
+    images (--images random/full): runs that differ only in --labels or --images never share a folder."""
     kind = labels.split(":", 1)[0]  # stored:FILE -> stored
-    return f"{stem}-{arch}" if kind == "projector" else f"{stem}-{arch}-{kind}"
+    name = f"{stem}-{arch}" if kind == "projector" else f"{stem}-{arch}-{kind}"
+    return name if images == "archive" else f"{name}-{images}"
 
 
 SMALL_INPUT_PX = 112  # torchvision's ImageNet classifiers are designed for 224 px

@@ -41,6 +41,10 @@ def record(
     teachers_dir: Optional[str] = typer.Option(None, "--teachers-dir", help="A `hellopack teach` trajectory: every checkpoint is a teacher.", rich_help_panel=LAB),
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Base weights file instead of a download \\[none: the archive's base by open_clip name and tag].", rich_help_panel=LAB),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Use a base whose fingerprint differs.", rich_help_panel=LAB),
+    images: str = typer.Option(_T.images, "--images", help="The images train will use: archive, or random (IPC real images per class from --data-dir, drawn by --seed).", rich_help_panel=LAB),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="--images random: the dataset the archive was built from.", rich_help_panel=LAB),
+    data_recipe: Optional[str] = typer.Option(None, "--data-recipe", help="Recipe that reads --data-dir \\[the archive's dataset recipe].", rich_help_panel=LAB),
+    images_per_class: Optional[int] = typer.Option(None, "--images-per-class", help="--images random: images per class \\[the archive's IPC].", rich_help_panel=LAB),
     seed: int = typer.Option(_T.seed, "--seed", help="The seed train will use.", rich_help_panel=RUN),
     device: str = typer.Option(_T.device, "--device", help="auto, cpu, cuda, cuda:N.", rich_help_panel=RUN),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where URL archives are cached \\[$HELLOPACK_CACHE, else ~/.cache/hellopack].", rich_help_panel=RUN),
@@ -58,7 +62,8 @@ def record(
 
     # the student is not part of the views: arch only satisfies TrainConfig (its lr is not used)
     tc = _T(archive=archive, arch="convnet", labels=labels, teacher=tuple(teacher) if teacher else None,
-            teachers_dir=teachers_dir, seed=seed, device=device, clip_weights=clip_weights,
+            teachers_dir=teachers_dir, images=images, data_dir=data_dir, data_recipe=data_recipe,
+            images_per_class=images_per_class, seed=seed, device=device, clip_weights=clip_weights,
             allow_base_mismatch=allow_base_mismatch, cache_dir=cache_dir, **recipe_flags)
     with make_reporter(quiet or as_json) as reporter:
         run_record(RecordConfig(tc, top_k=top_k, out=str(out), keep=keep), reporter)

@@ -68,7 +68,7 @@ NO_DEFAULT: dict[tuple[str, ...], set[str]] = {
     ("teach",): {"data_dir", "classes"},
     ("pretrain-base",): {"data_dir", "classes"},
     ("eval", "continual"): {"teacher", "teachers_dir"},
-    ("labels", "record"): {"teacher", "teachers_dir"},
+    ("labels", "record"): {"teacher", "teachers_dir", "data_dir"},
     ("eval", "rank"): {"teacher", "teachers_dir", "data_dir"},
 }
 

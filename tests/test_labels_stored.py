@@ -200,3 +200,29 @@ def test_labels_inspect_puts_the_file_beside_the_archive_s_label_payload(full_k:
             in res.output)
     res = CliRunner().invoke(app, ["labels", "inspect", str(full_k.with_name("none.hplabels"))])
     assert res.exit_code == 2
+
+
+def test_stored_labels_of_a_random_subset_train_that_subset_only(small_archive: Path, tmp_path: Path) -> None:  # noqa: F811
+    """DD-Ranking's random baseline with stored labels: the record draws train's random subset for its seed,
+    train replays it, and a run on other images (the archive's, or another decoder's pixels) is refused."""
+    from test_train_kit import write_imagefolder
+
+    src = write_imagefolder(tmp_path / "src", 12, 16, seed=5)
+    real = {"images": "random", "data_dir": str(src), "data_recipe": "folder"}
+    path = tmp_path / "r.hplabels"
+    rc = RecordConfig(tcfg(small_archive, **real), top_k=4, out=str(path))
+    r = record(rc)
+    assert r["identity"]["images_source"] == "random" and r["identity"]["images_per_class"] == 4
+    assert path.stat().st_size == r["file_bytes"]
+    res = train(tcfg(small_archive, tmp_path / "ok", labels=f"stored:{path}", **real))
+    assert res["config"]["images"] == "random"
+    with pytest.raises(HellopackError, match="were recorded with images source random, this run has archive"):
+        train(tcfg(small_archive, tmp_path / "no", labels=f"stored:{path}"))
+    header, arrays = fmt.read(path)
+    labeler = stored_mod.StoredLabeler({**header, "path": str(path)}, arrays)
+    images = torch.zeros(16, 3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(HellopackError) as e:
+        labeler.check_images(images)
+    assert str(e.value) == (f"stored labels '{path}' were recorded from other training images than this run's "
+                            "(pixel digest differs); record the labels with the same --images, --data-dir and "
+                            "--seed as train, on this machine's decoder")

@@ -46,10 +46,18 @@ def identity(cfg: TrainConfig, recipe: Recipe, manifest: dict, n_images: int) ->
     """What train must agree on to use the file: the archive, the seed and everything that draws a view."""
     aug = augment_config(recipe, len(manifest["classes"]))
     return {"archive_manifest_sha256": manifest_sha256(manifest), "seed": cfg.seed, "world_size": 1,
+            "images_source": cfg.images, "images_per_class": per_class(cfg, manifest),
             "epochs": recipe.epochs, "batch_size": recipe.batch_size, "drop_last": cfg.drop_last,
             "images": n_images, "classes": aug.num_classes, "image_size": aug.size,
             "crop_scale": list(aug.crop_scale), "flip": aug.flip, "factor": aug.factor,
             "patch_shuffle": aug.patch_shuffle, "shuffle": aug.shuffle, "mix": aug.mix, "mix_alpha": aug.mix_alpha}
+
+
+def per_class(cfg: TrainConfig, manifest: dict) -> int | None:
+    """--images random: the real images drawn per class (train's rule: --images-per-class, else the IPC)."""
+    if cfg.images != "random":
+        return None
+    return cfg.images_per_class or int((manifest.get("images") or {}).get("ipc") or 0) or None
 
 
 def plan(cfg: RecordConfig, manifest: dict, recipe: Recipe) -> tuple[dict[str, Any], np.ndarray]:
@@ -59,6 +67,8 @@ def plan(cfg: RecordConfig, manifest: dict, recipe: Recipe) -> tuple[dict[str, A
     classes = len(manifest["classes"])
     _check(cfg, classes)
     n = int(manifest["images"]["count"])
+    if cfg.train.images == "random":  # a random subset has IPC images per class, as train draws it
+        n = int(per_class(cfg.train, manifest) or 0) * classes
     bs, drop = recipe.batch_size, cfg.train.drop_last
     spe = steps_per_epoch(n, bs, drop)
     if spe == 0:
@@ -71,7 +81,9 @@ def plan(cfg: RecordConfig, manifest: dict, recipe: Recipe) -> tuple[dict[str, A
     all_views = steps_images(n, bs, drop, total)
     header = {
         "format": fmt.FORMAT, "version": fmt.VERSION, "layout": layout.to_json(),
-        "identity": identity(cfg.train, recipe, manifest, n),
+        # the digest of the uint8 images the views were drawn from, filled in by record (fixed length:
+        # the byte count stays exact); train refuses other images (another subset, another decoder)
+        "identity": {**identity(cfg.train, recipe, manifest, n), "images_sha256": "0" * 64},
         "source": {"labels": recipe.labels, "teachers": list(recipe.teachers)},
         "values": "top-k log-probabilities (fp16, largest first), their classes (u16), the logits' log-sum-exp (fp16)",
         "keep": cfg.keep, "steps_total": total, "views_total": all_views,
@@ -90,6 +102,9 @@ def _check(cfg: RecordConfig, classes: int) -> None:
         raise HellopackError(f"--top-k {cfg.top_k} is outside 1..{classes} (the archive's class count)")
     if classes > fmt.MAX_CLASSES:
         raise HellopackError(f"the archive has {classes} classes; stored labels hold at most {fmt.MAX_CLASSES}")
+    if t.images == "full":
+        raise HellopackError("--images full cannot be recorded (every real image, epochs of views); "
+                             "record --images archive or random")
     if not 0.0 < cfg.keep <= 1.0:
         raise HellopackError(f"--keep {cfg.keep} must be in (0, 1]: the fraction of the views whose labels are kept")
 
@@ -97,7 +112,8 @@ def _check(cfg: RecordConfig, classes: int) -> None:
 def record(cfg: RecordConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     """Label and write; returns the header plus ``file_bytes`` and ``path``."""
     from hellopack.device import resolve_device
-    from hellopack.train.images import StepBatches, load_archive_images
+    from hellopack.train.images import StepBatches
+    from hellopack.train.source import TrainingImages
     from hellopack.train.labelers import TeacherSet, build_labeler
     from hellopack.train.loop import open_run_archive
 
@@ -114,12 +130,23 @@ def record(cfg: RecordConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     labeler = build_labeler(recipe.labels, archive=archive, device=device, clip_weights=t.clip_weights,
                             teachers=TeacherSet(recipe.teachers, classes, recipe.image_size, recipe.mean, recipe.std),
                             allow_base_mismatch=t.allow_base_mismatch, warn=reporter.warn)
-    images, labels = load_archive_images(archive, recipe.image_size, classes, reporter)
+    images, labels, _ = TrainingImages(t, archive, recipe, reporter).for_seed(t.seed)  # as train draws them
+    if len(images) != header["identity"]["images"]:
+        raise HellopackError(f"--images {t.images} gave {len(images)} images, the plan expected "
+                             f"{header['identity']['images']}; every class needs --images-per-class images")
+    header["identity"]["images_sha256"] = images_sha256(images)
     aug = RecordingAugmenter(augment_config(recipe, classes))
     batches = StepBatches(images, labels, aug, recipe.batch_size, t.drop_last, t.seed, 0, 1)
     arrays = label_views(batches, labeler, kept, cfg.top_k, reporter, device)
     written = fmt.write(out, header, arrays)
     return {**header, "file_bytes": written, "path": str(out)}
+
+
+def images_sha256(images: torch.Tensor) -> str:
+    """The digest of a uint8 [N,3,H,W] image tensor (C order): which pixels the views were drawn from."""
+    import hashlib
+
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
 
 
 def label_views(batches: Any, labeler: Any, kept: np.ndarray, top_k: int, reporter: Reporter,

@@ -20,7 +20,7 @@ import torch
 from hellopack.errors import HellopackError
 from hellopack.labels import format as fmt
 from hellopack.labels.prune import source_step
-from hellopack.labels.record import identity
+from hellopack.labels.record import identity, per_class
 
 PREFIX = "stored:"
 # the smallest probability a class outside the top K gets: fp16's smallest subnormal, what the file resolves
@@ -39,6 +39,7 @@ class StoredLabeler:
 
     def __init__(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         ident = header["identity"]
+        self.path, self.images_sha256 = header.get("path", "?"), ident.get("images_sha256")
         self.num_classes, self.seed = int(ident["classes"]), int(ident["seed"])
         self.kept = arrays["steps"].astype(np.int64)
         self._row = {int(s): i for i, s in enumerate(self.kept)}
@@ -50,6 +51,16 @@ class StoredLabeler:
         self.lse = torch.from_numpy(arrays["lse"].astype(np.float32))
         self.values = torch.from_numpy(arrays["values"].astype(np.float32))
         self.classes = torch.from_numpy(arrays["classes"].astype(np.int64))
+
+    def check_images(self, images: torch.Tensor) -> None:
+        """Refuse training images other than those the views were recorded from (another random subset,
+        another decoder's pixels): the labels would belong to other pictures."""
+        from hellopack.labels.record import images_sha256
+
+        if self.images_sha256 is not None and images_sha256(images) != self.images_sha256:
+            raise HellopackError(f"stored labels '{self.path}' were recorded from other training images than "
+                                 "this run's (pixel digest differs); record the labels with the same --images, "
+                                 "--data-dir and --seed as train, on this machine's decoder")
 
     def source_step(self, step: int) -> int:
         """The recorded batch training step ``step`` trains on."""
@@ -95,10 +106,13 @@ def stored_labeler(path: str | Path, cfg: Any, recipe: Any, manifest: dict, worl
                              "train them with --seeds 1")
     if world_size != 1:
         raise HellopackError(f"stored labels '{path}' were recorded for one process; train them without torchrun")
-    want = identity(cfg, recipe, manifest, int(manifest["images"]["count"]))
+    n = int(manifest["images"]["count"])
+    if cfg.images == "random":  # IPC real images per class, as record planned them
+        n = int(per_class(cfg, manifest) or 0) * len(manifest["classes"])
+    want = identity(cfg, recipe, manifest, n)
     check_identity(path, header["identity"], want)
     header, arrays = fmt.read(path)
-    return StoredLabeler(header, arrays)
+    return StoredLabeler({**header, "path": str(path)}, arrays)
 
 
 def check_identity(path: Path, have: dict[str, Any], want: dict[str, Any]) -> None:

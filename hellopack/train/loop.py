@@ -105,6 +105,9 @@ def _train_locked(cfg: TrainConfig, reporter: Reporter, device: torch.device, in
     results = []
     for seed, out in zip(seeds, outs):
         images, labels, extra = chosen.for_seed(seed)
+        check = getattr(labeler, "check_images", None)  # stored labels belong to the images they were drawn from
+        if check is not None:
+            check(images)
         _check_batch_size(len(images), recipe.batch_size, cfg.drop_last, info.world_size)
         run = Run(cfg, recipe, RunData(manifest, str(archive.path), images, labels, labeler, evaluator,
                                        identity_extra=extra), Placement(device, info, reporter))

@@ -24,6 +24,7 @@ from hellopack.fsutil import FolderLock
 from hellopack.progress import NULL, Reporter
 from hellopack.train import checkpoint as ckpt
 from hellopack.train.config import Recipe, TrainConfig
+from hellopack.train.dataset import ArchiveDataset
 from hellopack.train.evaluate import Evaluator, ValView, archive_evaluator, val_evaluator
 from hellopack.train.fetch import resolve_archive
 from hellopack.train.images import load_archive_images, steps_images, steps_per_epoch  # noqa: F401 (re-exported)
@@ -89,7 +90,8 @@ def _train_locked(cfg: TrainConfig, reporter: Reporter, device: torch.device, in
     labeler = build_labeler(recipe.labels, archive=archive, teachers=teachers, device=device,
                             clip_weights=cfg.clip_weights, allow_base_mismatch=cfg.allow_base_mismatch,
                             warn=reporter.warn)
-    images, labels = load_archive_images(archive, recipe.image_size, num_classes, reporter)
+    # the images `hellopack.open(...).dataset()` serves: decoded once, checked against the manifest
+    images, labels = _dataset(archive, recipe.image_size, num_classes, reporter)
     _check_batch_size(len(images), recipe.batch_size, cfg.drop_last, info.world_size)
     if evaluator is None:
         evaluator = archive_evaluator(images, labels, num_classes, eval_bs, device, info.rank, info.world_size)
@@ -158,6 +160,11 @@ def open_run_archive(cfg: TrainConfig, reporter: Reporter, info: dist.DistInfo) 
     archive.read_prompts()
     archive.read_lora()
     return archive
+
+
+def _dataset(archive: Any, size: int, num_classes: int, reporter: Reporter) -> tuple[torch.Tensor, torch.Tensor]:
+    data = ArchiveDataset.from_archive(archive, size, num_classes, reporter)
+    return data.images, data.labels
 
 
 def check_arch(arch: str, num_classes: int, recipe: Recipe) -> None:

@@ -6,31 +6,30 @@ on first use: ``import hellopack`` stays cheap and imports no torch.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-
-# public name -> the module that defines it (imported when the name is first used)
-_LAZY = {
-    "open": "hellopack.api",
-    "Pack": "hellopack.api",
-    "Recipe": "hellopack.train.config",
-    "ArchiveDataset": "hellopack.train.dataset",
-    "Augmenter": "hellopack.train.augment",
-    "ProjectorLabeler": "hellopack.train.labelers",
-    "TrainLoss": "hellopack.train.losses",
-}
 
 __all__ = ["open", "Pack", "Recipe", "ArchiveDataset", "Augmenter", "ProjectorLabeler", "TrainLoss"]
 
 
 def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (PEP 562)."""
-    module = _LAZY.get(name)
-    if module is None:
+    """Import a public name's module on first use (PEP 562); plain imports, no dynamic module names."""
+    if name in ("open", "Pack"):
+        from hellopack import api as module
+    elif name == "Recipe":
+        from hellopack.train import config as module
+    elif name == "ArchiveDataset":
+        from hellopack.train import dataset as module
+    elif name == "Augmenter":
+        from hellopack.train import augment as module
+    elif name == "ProjectorLabeler":
+        from hellopack.train import labelers as module
+    elif name == "TrainLoss":
+        from hellopack.train import losses as module
+    else:
         raise AttributeError(f"module 'hellopack' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(module, name)
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -202,7 +202,7 @@ def test_dataset_items_workers_spawn_and_distributed_sampler(small_archive: Path
     assert image.dtype == torch.uint8 and image.shape == (3, 16, 16) and label == 1
     pil, pil_label = pack.dataset(pil=True)[5]
     assert pil.mode == "RGB" and pil.size == (16, 16) and pil_label == 1
-    assert torch.equal(torch.from_numpy(np.asarray(pil)).permute(2, 0, 1), image)
+    assert torch.equal(torch.from_numpy(np.array(pil)).permute(2, 0, 1), image)
     assert pack.dataset(transform=lambda im: im.float().mean().item())[5][0] == image.float().mean().item()
     assert pack.dataset().images is data.images  # decoded once
 

@@ -270,9 +270,8 @@ def test_labeler_and_student_get_the_same_cutmix_batch(tmp_path_factory, tmp_pat
     monkeypatch.setattr(v2.CutMix, "forward", spy_cutmix)
     monkeypatch.setattr(ProjectorLabeler, "__call__", spy_labeler)
     monkeypatch.setattr(students, "build_student", spy_build)
-    import hellopack.train.run as loop  # the per-seed run (and its student_loss) lives in train/run.py
-
-    monkeypatch.setattr(loop, "student_loss", spy_loss)
+    # the per-seed run (train/run.py) takes its loss through losses.TrainLoss, which calls losses.student_loss
+    monkeypatch.setattr(losses, "student_loss", spy_loss)
     steps = 2
     res = train(TrainConfig(archive=str(path), arch="convnet", out=str(tmp_path / "run"), device="cpu",
                             labels="projector", mix="cutmix", epochs=steps, batch_size=4, max_steps=steps))

@@ -45,8 +45,8 @@ class RecordingAugmenter(Augmenter):
         self._listen(transforms[0], "crop")
         if cfg.flip:
             self._listen(transforms[1], "flip")  # make_params runs only when the flip is applied
-        if self.mix is not None:
-            self._listen(self.mix, "mix")
+        if self.batch_mix is not None:
+            self._listen(self.batch_mix, "mix")
 
     def _listen(self, t: Any, tag: str) -> None:
         make = t.make_params

@@ -16,7 +16,9 @@ The crop scale comes from the recipe: RDED's (1/factor, 1) (hellopack.train.prot
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -90,24 +92,66 @@ def shuffle_strips(x: torch.Tensor, factor: int, gen: torch.Generator) -> torch.
     return out
 
 
-class Augmenter:
-    """``(uint8 images [B,3,H,W], class ids [B], generator) -> (float [B,3,S,S] in [0,1], targets [B,C])``.
+class Augmenter(v2.Transform):
+    """The archive's training views as a torchvision v2 transform: patch shuffle, RandomResizedCrop, flip, then
+    CutMix/MixUp on the batch.
 
-    Targets are the (mixed) one-hot hard labels; they feed the CE term.
+    ``aug(images, labels, generator)``: uint8 images [B,3,H,W] and class ids [B] -> (float [B,3,S,S] in [0,1],
+    target probabilities [B,C]); the targets are the (mixed) one-hot hard labels the CE term uses. Every
+    random choice comes from ``generator`` (``hellopack train`` passes ``step_generator(seed, step, rank)``);
+    without one, a generator is seeded from torch's global RNG, as torchvision's own transforms draw.
     """
 
     def __init__(self, cfg: AugmentConfig) -> None:
+        super().__init__()
         self.cfg = cfg
         crop = [v2.RandomResizedCrop(cfg.size, scale=cfg.crop_scale, antialias=True)]
         self.per_image = v2.Compose(crop + ([v2.RandomHorizontalFlip()] if cfg.flip else []))
         if cfg.mix == "cutmix":
-            self.mix: v2.Transform | None = v2.CutMix(alpha=cfg.mix_alpha, num_classes=cfg.num_classes)
+            self.batch_mix: v2.Transform | None = v2.CutMix(alpha=cfg.mix_alpha, num_classes=cfg.num_classes)
         elif cfg.mix == "mixup":
-            self.mix = v2.MixUp(alpha=cfg.mix_alpha, num_classes=cfg.num_classes)
+            self.batch_mix = v2.MixUp(alpha=cfg.mix_alpha, num_classes=cfg.num_classes)
         else:
-            self.mix = None
+            self.batch_mix = None
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    @classmethod
+    def from_recipe(cls, recipe: Any, num_classes: int) -> "Augmenter":
+        """The augmentation of a resolved train recipe (``hellopack.train.config.Recipe``) for ``num_classes``."""
+        from hellopack.train import protocol as proto
+
+        r = recipe
+        return cls(AugmentConfig(size=r.image_size, num_classes=num_classes, crop_scale=r.crop_scale,
+                                 factor=r.factor, patch_shuffle=r.patch_shuffle, mix=r.mix, mix_alpha=r.mix_alpha,
+                                 shuffle="patches" if r.protocol == proto.LEGACY else "strips"))
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training batch: ``views`` then the batch mix, all drawn from ``generator``."""
+        gen = _generator(generator)
+        with self._views_rng(images, gen) as x:
+            x, targets = self._mix(x, labels)
+        return x.contiguous(), targets
+
+    def views(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Patch shuffle, crop and flip without the mix: float [B,3,S,S] in [0,1].
+
+        For the same generator state these are the views ``aug(images, labels, generator)`` mixes.
+        """
+        with self._views_rng(images, _generator(generator)) as x:
+            return x.contiguous()
+
+    def mix(self, x: torch.Tensor, labels: torch.Tensor,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """CutMix/MixUp (the recipe's) on a float batch: (mixed batch, target probabilities [B,C])."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=_generator(generator)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            x, targets = self._mix(x.float(), labels)
+        return x.contiguous(), targets
+
+    @contextlib.contextmanager
+    def _views_rng(self, images: torch.Tensor, gen: torch.Generator) -> Iterator[torch.Tensor]:
+        """The views, inside the forked global RNG their crops were drawn from (the mix draws next)."""
         cfg = self.cfg
         if cfg.patch_shuffle and cfg.factor > 1:
             shuffle = shuffle_strips if cfg.shuffle == "strips" else shuffle_patches
@@ -117,10 +161,17 @@ class Augmenter:
             torch.manual_seed(seed)
             # v2 applies one crop to a whole batch tensor, so crop image by image
             x = torch.stack([self.per_image(img) for img in images])
-            x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-            labels = labels.long()
-            if self.mix is not None and len(labels) > 1:
-                x, targets = self.mix(x, labels)
-            else:
-                targets = torch.nn.functional.one_hot(labels, cfg.num_classes).float()
-        return x.contiguous(), targets
+            yield x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+    def _mix(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = labels.long()
+        if self.batch_mix is not None and len(labels) > 1:
+            return self.batch_mix(x, labels)
+        return x, torch.nn.functional.one_hot(labels, self.cfg.num_classes).float()
+
+
+def _generator(generator: torch.Generator | None) -> torch.Generator:
+    """The caller's generator, or one seeded from torch's global RNG (DataLoader workers seed it per worker)."""
+    if generator is not None:
+        return generator
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))

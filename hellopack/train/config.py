@@ -242,6 +242,7 @@ class Recipe:
     lr_source: str = ""  # where lr came from (the RDED table, the archive, --lr)
 
     def to_json(self) -> dict[str, Any]:
+        """The recipe as JSON values (tuples as lists), as result.json records it."""
         d = asdict(self)
         for k in ("crop_scale", "teachers", "mean", "std"):
             d[k] = list(d[k])

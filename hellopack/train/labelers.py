@@ -33,6 +33,7 @@ class ModelLabeler:
             m.eval().requires_grad_(False)
 
     def __call__(self, x01: torch.Tensor) -> torch.Tensor:
+        """Float [B,3,H,W] in [0,1] on this labeler's device -> float32 logits [B,C] (no autograd history)."""
         with torch.inference_mode(), devices.autocast(self.device):
             logits = torch.stack([m(x01).float() for m in self.models]).mean(0)
         # a plain copy outside inference mode: inference tensors cannot be saved for backward
@@ -40,6 +41,8 @@ class ModelLabeler:
 
 
 class ProjectorLabeler(ModelLabeler):
+    """The archive's merged projector as a labeler: ``labeler(x01)`` -> soft-label logits [B,C]."""
+
     def __init__(self, projector: nn.Module, device: torch.device) -> None:
         super().__init__([projector], device)
 

@@ -1,6 +1,11 @@
-"""The student's loss: soft labels (MSE or temperature KL) plus beta * CE on the (mixed) hard labels."""
+"""The student's loss: soft labels (MSE or temperature KL) plus beta * CE on the (mixed) hard labels.
+
+``TrainLoss`` is the recipe's loss as one callable (`hellopack train` and ``hellopack.open(...).train_loss()``)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,3 +36,25 @@ def student_loss(logits: torch.Tensor, soft: torch.Tensor | None, hard: torch.Te
     else:
         raise ValueError(f"unknown loss {loss!r}")
     return distill + beta * ce if beta else distill
+
+
+@dataclass(frozen=True)
+class TrainLoss:
+    """The archive's loss as one call: ``loss_fn(student_logits, soft, targets)`` -> scalar tensor.
+
+    ``soft``: the labeler's logits [B,C] (None: hard labels, CE only); ``targets``: the augmenter's (mixed)
+    target probabilities [B,C]. ``loss``, ``beta`` and ``temperature`` are the recipe's (see ``student_loss``).
+    """
+
+    loss: str = "mse"
+    beta: float = 0.1
+    temperature: float = 20.0
+
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> "TrainLoss":
+        """The loss of a resolved train recipe (``hellopack.train.config.Recipe``)."""
+        return cls(loss=recipe.loss, beta=recipe.beta, temperature=recipe.temperature)
+
+    def __call__(self, logits: torch.Tensor, soft: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """MSE (or KL) of ``logits`` to ``soft`` plus ``beta`` x CE to ``targets``; CE alone when ``soft`` is None."""
+        return student_loss(logits, soft, targets, loss=self.loss, beta=self.beta, temperature=self.temperature)

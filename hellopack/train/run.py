@@ -31,7 +31,7 @@ from hellopack.train.core import TrainStep, run_steps
 from hellopack.train.evaluate import Evaluator, reduce_sum
 from hellopack.train.images import StepBatches, steps_images
 from hellopack.train.labelers import Labeler
-from hellopack.train.losses import student_loss
+from hellopack.train.losses import TrainLoss
 
 
 def manifest_sha256(manifest: dict) -> str:
@@ -194,20 +194,20 @@ class Run:
         return result
 
     def _loss_fn(self, model: nn.Module) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
-        """A step's loss: label the augmented batch, then MSE/KL + beta * CE (or CE alone)."""
-        recipe, device = self.recipe, self.device
+        """A step's loss: label the augmented batch, then the recipe's TrainLoss (MSE/KL + beta * CE, or CE)."""
+        device, labeler, criterion = self.device, self.labeler, TrainLoss.from_recipe(self.recipe)
+        fmt = devices.memory_format(device)
 
-        keyed = hasattr(self.labeler, "source_step")  # stored labels are looked up by step
+        keyed = hasattr(labeler, "source_step")  # stored labels are looked up by step
 
         def loss_fn(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
             x, hard, _, step = batch
-            x = x.to(device, non_blocking=True).contiguous(memory_format=devices.memory_format(device))
+            x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
             hard = hard.to(device, non_blocking=True)
-            soft = self.labeler(x, step) if keyed else self.labeler(x)
+            soft = labeler(x, step) if keyed else labeler(x)
             with devices.autocast(device):
                 logits = model(x)
-            return student_loss(logits, soft, hard, loss=recipe.loss, beta=recipe.beta,
-                                temperature=recipe.temperature)
+            return criterion(logits, soft, hard)
 
         return loss_fn
 
@@ -217,7 +217,7 @@ class Run:
     # -- pieces ----------------------------------------------------------------------------------
 
     def _augmenter(self) -> Augmenter:
-        return Augmenter(augment_config(self.recipe, self.num_classes))
+        return Augmenter.from_recipe(self.recipe, self.num_classes)
 
     def _evaluate(self, student: nn.Module, epoch: int, step: int, loss_sum: torch.Tensor, scheduler: Any,
                   out: Path, history: list[dict]) -> dict[str, Any]:
@@ -308,9 +308,7 @@ class Run:
 
 def augment_config(r: Recipe, num_classes: int) -> AugmentConfig:
     """The augmentation a recipe asks for (train's, and `labels record`'s, which must draw the same views)."""
-    return AugmentConfig(size=r.image_size, num_classes=num_classes, crop_scale=r.crop_scale, factor=r.factor,
-                         patch_shuffle=r.patch_shuffle, mix=r.mix, mix_alpha=r.mix_alpha,
-                         shuffle="patches" if r.protocol == proto.LEGACY else "strips")
+    return Augmenter.from_recipe(r, num_classes).cfg
 
 
 def _cuda(device: torch.device) -> list[int]:

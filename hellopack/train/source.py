@@ -16,7 +16,7 @@ import torch
 from hellopack.errors import HellopackError
 from hellopack.progress import Reporter
 from hellopack.train.config import Recipe, TrainConfig
-from hellopack.train.images import load_archive_images
+from hellopack.train.dataset import ArchiveDataset
 
 Images = tuple[torch.Tensor, torch.Tensor]
 
@@ -58,7 +58,9 @@ class TrainingImages:
         self.cfg, self.size = cfg, recipe.image_size
         self.real = open_real_source(cfg, manifest) if cfg.images != "archive" else None  # fails before loading
         self.per_class = cfg.images_per_class or int((manifest.get("images") or {}).get("ipc") or 0) or None
-        self.archive = load_archive_images(archive, recipe.image_size, len(manifest["classes"]), reporter)
+        # the images `hellopack.open(...).dataset()` serves: decoded once, checked against the manifest
+        data = ArchiveDataset.from_archive(archive, recipe.image_size, len(manifest["classes"]), reporter)
+        self.archive = data.images, data.labels
         self.reporter = reporter
         self._full: Images | None = None
 

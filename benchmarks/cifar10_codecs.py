@@ -80,12 +80,13 @@ def run_codecs(args: Any, b: Any) -> int:
                f"--{k.replace('_', '-')} {v}" for k, v in (("codec_epochs", epochs), ("codec_fit_epochs",
                plan.fit_epochs), ("codec_teach_epochs", plan.teach_epochs), ("codec_fit_images", args.codec_fit_images),
                ("codec_val_images", args.codec_val_images), ("codec_labels", args.codec_labels),
-               ("threads", args.threads))),
+               ("codec_n_real", plan.n_real), ("threads", args.threads)) if v is not None),
            "started": started, "wall_seconds": round(time.perf_counter() - t0, 1),
            "load_start": load_start, "load_end": os.getloadavg()[0], "machine": b.machine(args.threads),
            "train_images": b.train_images(data), "teacher": {"arch": plan.teacher_arch, "epochs": plan.teach_epochs,
            "checkpoints": teacher["checkpoints"]}, "fit_epochs": plan.fit_epochs, "fit_lr": fit_lr,
-           "fit_images": args.codec_fit_images, "val_images": args.codec_val_images,
+           "fit_images": args.codec_fit_images, "val_images": args.codec_val_images, "n_real": plan.n_real,
+           "m_crops": plan.m_crops, "fit_batch_size": plan.fit_batch_size,
            "student": {"arch": "convnet", "ipc": 10, "labels": args.codec_labels, "epochs": epochs, "seeds": seeds},
            "rows": rows}
     res = b.relative_paths(res)

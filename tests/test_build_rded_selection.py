@@ -108,7 +108,7 @@ def _as_stored(crops_u8: np.ndarray, codec: Codec, fill: float) -> torch.Tensor:
     out = torch.full((len(crops_u8), 3, 32, 32), fill)
     for i, p in enumerate(small):
         data = codec.encode(p.permute(1, 2, 0).numpy())
-        out[i, :, 8:24, 8:24] = torch.from_numpy(decode_image("t", codec.ext, data)).permute(2, 0, 1).float() / 255
+        out[i, :, 8:24, 8:24] = torch.from_numpy(decode_image("t", codec.ext, data).copy()).permute(2, 0, 1).float() / 255
     return out
 
 

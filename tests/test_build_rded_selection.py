@@ -15,11 +15,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hellopack.archive.images import Codec, decode_image
 from hellopack.distill import BuildConfig, build
+from hellopack.distill.inputs import SelectInputs
 from hellopack.distill.select import CropSpec, drawn, first_per_class, make_crops, score_crops, scoring_view
 from hellopack.distill.teach import TeachConfig, teach
 from hellopack.distill.teachers import load_ensemble, resolve_specs
-from hellopack.distill.update import downsample
+from hellopack.distill.update import downsample, quantize
 from hellopack.data import SyntheticConfig, open_source
 from hellopack.progress import NULL
 
@@ -91,12 +93,23 @@ def teachers_dir(tmp_path_factory) -> Path:
     return out
 
 
-def _build(tmp: Path, tdir: Path, observer: str) -> tuple[dict, np.ndarray]:
-    cfg = BuildConfig(recipe="synthetic", out=str(tmp / f"{observer}.hellopack"), workdir=str(tmp / observer),
-                      synthetic=SYN, teachers_dir=str(tdir), observer=observer, **TINY_BUILD)
+def _build(tmp: Path, tdir: Path, observer: str, **kw) -> tuple[dict, np.ndarray]:
+    name = "-".join([observer, *map(str, kw.values())])
+    cfg = BuildConfig(recipe="synthetic", out=str(tmp / f"{name}.hellopack"), workdir=str(tmp / name),
+                      synthetic=SYN, teachers_dir=str(tdir), observer=observer, **TINY_BUILD, **kw)
     build(cfg, NULL)
-    marker = json.loads((tmp / observer / "select.done.json").read_text())["result"]["chosen"]
-    return marker, np.load(tmp / observer / "select" / "crops.npy")
+    marker = json.loads((tmp / name / "select.done.json").read_text())["result"]["chosen"]
+    return marker, np.load(tmp / name / "select" / "crops.npy")
+
+
+def _as_stored(crops_u8: np.ndarray, codec: Codec, fill: float) -> torch.Tensor:
+    """By hand: each crop downsampled to its 16 px patch, quantised, encoded and decoded, centred on the fill."""
+    small = quantize(downsample(torch.from_numpy(crops_u8).float() / 255, 2))
+    out = torch.full((len(crops_u8), 3, 32, 32), fill)
+    for i, p in enumerate(small):
+        data = codec.encode(p.permute(1, 2, 0).numpy())
+        out[i, :, 8:24, 8:24] = torch.from_numpy(decode_image("t", codec.ext, data).copy()).permute(2, 0, 1).float() / 255
+    return out
 
 
 def test_the_default_observer_is_the_mean_of_the_teachers(tmp_path: Path, teachers_dir: Path) -> None:
@@ -105,11 +118,35 @@ def test_the_default_observer_is_the_mean_of_the_teachers(tmp_path: Path, teache
     teachers = load_ensemble(resolve_specs((), str(teachers_dir)), 4, 32, (0.49,) * 3, (0.21,) * 3,
                              torch.device("cpu"))
     labels = torch.tensor([c for c, ks in enumerate(chosen["key"]) for _ in ks])
-    with torch.no_grad():
-        view = scoring_view(torch.from_numpy(crops).float() / 255, 2, (0.49,) * 3)
+    with torch.no_grad():  # the default encoding at 32 px is WebP q90: the teachers score the decoded crops
+        view = _as_stored(crops, Codec("webp", 90), 0.49)
         ce = F.cross_entropy(teachers(view), labels, reduction="none").double()
     recorded = torch.tensor([v for vs in chosen["ce"] for v in vs], dtype=torch.float64)
     torch.testing.assert_close(recorded, ce, rtol=1e-5, atol=1e-5)  # the stored CE is the teachers'
 
     proj_chosen, _ = _build(tmp_path, teachers_dir, "projector")
     assert proj_chosen["ce"] != chosen["ce"]  # --observer projector scores with another model
+
+
+def test_a_png_build_scores_the_unencoded_crops_as_before(tmp_path: Path, teachers_dir: Path) -> None:
+    chosen, crops = _build(tmp_path, teachers_dir, "teacher", image_format="png")
+    teachers = load_ensemble(resolve_specs((), str(teachers_dir)), 4, 32, (0.49,) * 3, (0.21,) * 3,
+                             torch.device("cpu"))
+    labels = torch.tensor([c for c, ks in enumerate(chosen["key"]) for _ in ks])
+    with torch.no_grad():
+        view = scoring_view(torch.from_numpy(crops).float() / 255, 2, (0.49,) * 3)
+        ce = F.cross_entropy(teachers(view), labels, reduction="none").double()
+        encoded = F.cross_entropy(teachers(_as_stored(crops, Codec("jpeg", 50), 0.49)), labels, reduction="none")
+    recorded = torch.tensor([v for vs in chosen["ce"] for v in vs], dtype=torch.float64)
+    torch.testing.assert_close(recorded, ce, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(encoded.double(), ce, rtol=1e-5, atol=1e-5)  # a lossy round trip would show
+
+
+def test_a_lossy_codec_joins_the_select_key_and_a_lossless_one_keeps_the_old_key() -> None:
+    def key(scored_as):
+        return SelectInputs(ipc=10, factor=2, size=224, n_real=300, m_crops=5, crop_scale=[0.08, 1.0], seed=0,
+                            allow_short=False, observer="teacher", scored_as=scored_as).key("up")
+
+    assert key(None) == "8afeb40c24c04ea728e1cf864342943e10265de71c371c71e7297edae3d00c5c"  # before codecs existed
+    webp = key({"encoding": "webp", "quality": 90})
+    assert len({key(None), webp, key({"encoding": "webp", "quality": 85}), key({"encoding": "jpeg", "quality": 90})}) == 4

@@ -142,9 +142,9 @@ class BuildConfig(_TrainRecipe):
         return factor
 
     def resolved_image_format(self, image_size: int) -> str:
-        """auto: WebP, the smallest encoding whose CIFAR-10 students stayed within 0.5 points of PNG's
-        (benchmarks/results/cifar10-codecs.md) and whose 224 px ImageNet images fit the 170 MB IPC-10 target
-        (benchmarks/results/storage.md)."""
+        """auto: WebP, the smallest encoding whose CIFAR-10 students stayed within 0.5 points of PNG's with hard
+        labels (with projector labels -0.73, inside the seeds' 2.2 spread: benchmarks/results/cifar10-codecs.md)
+        and whose 224 px ImageNet images fit the 170 MB IPC-10 target (benchmarks/results/storage.md)."""
         return "webp" if self.image_format == "auto" else self.image_format
 
     def resolved_image_quality(self, image_size: int) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hellopack import dist
+from hellopack.archive.images import Codec
 from hellopack.device import autocast
 from hellopack.distill.inputs import SelectInputs, UpdateInputs
 from hellopack.distill.select import (Candidates, Chosen, CropSpec, drawn, extract_crops, first_per_class,
@@ -45,17 +46,23 @@ class CropStages:
 
     def _reuse(self, stage: str, done: Any) -> Any: ...
 
+    def codec(self, size: int) -> Codec: ...  # the archive's resolved image encoding
+
     def select(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int, k: int,
                fit_key: str) -> tuple[Chosen, str]:
         from hellopack.distill.teachers import load_ensemble
 
         cfg, info = self.cfg, self.info
         full = splits.full
+        codec = self.codec(size)
+        lossy = None if codec.lossless else codec  # the observer scores what the archive will store
         spec = CropSpec(size=size, m_crops=cfg.m_crops, scale=tuple(cfg.crop_scale), seed=cfg.seed, factor=factor,
-                        fill=full.mean)
+                        fill=full.mean, codec=lossy)
         key = SelectInputs(ipc=cfg.ipc, factor=factor, size=size, n_real=cfg.n_real, m_crops=cfg.m_crops,
                            crop_scale=list(cfg.crop_scale), seed=cfg.seed, allow_short=cfg.allow_short,
-                           observer=cfg.observer).key(fit_key)
+                           observer=cfg.observer,
+                           scored_as=None if lossy is None else {"encoding": lossy.encoding, "quality": lossy.quality},
+                           ).key(fit_key)
         done = self._done("select", key)
         if done is not None:
             return Chosen.from_json(done["chosen"]), key
@@ -74,6 +81,7 @@ class CropStages:
 
         if info.is_main:
             self.rep.info(f"select: {cfg.observer} scores {cfg.m_crops} crops of {cfg.n_real} random images per class"
+                          + ("" if lossy is None else f", each as stored ({lossy.encoding} q{lossy.quality})")
                           + ("" if full.random_access else " (streaming source: drawn by seeded shard order)"))
         with self.rep.stage("select: score crops", total=expect, unit="img") as bar:
             items = first_per_class(drawn(full, cfg.seed, info.rank, info.world_size), len(names), cfg.n_real)

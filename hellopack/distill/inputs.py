@@ -72,7 +72,16 @@ class SelectInputs(_Inputs):
     seed: int
     allow_short: bool
     observer: str
+    scored_as: dict | None  # a lossy codec the views pass through ({"encoding", "quality"}); None: lossless
     draw: str = "rded"  # RDED's draw: N random images per class (the key of older draws differs)
+
+    def key(self, upstream: str = "") -> str:
+        # A lossless encoding stores the pixels the observer scored before codecs existed: its key leaves
+        # scored_as out, so PNG / lossless-WebP work folders keep their selection.
+        parts = asdict(self)
+        if parts["scored_as"] is None:
+            del parts["scored_as"]
+        return stage_key(self.STAGE, parts, upstream)
 
 
 @dataclass(frozen=True)

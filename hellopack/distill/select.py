@@ -4,7 +4,8 @@ Per class: ``n_real`` real images drawn at random (seeded; the caller orders the
 the first ``n_real`` of a class in that order are taken, as RDED's shuffled ``ImageFolder``
 does), ``m_crops`` square RandomResizedCrops of each (``MultiRandomCrop``: scale (0.08, 1),
 aspect 1:1), each crop scored by CE(observer(view), class) where the view is the crop at
-``size / factor`` zero-padded (in normalised space) to ``size`` (RDED's ``selector`` + ``pad``);
+``size / factor`` zero-padded (in normalised space) to ``size`` (RDED's ``selector`` + ``pad``),
+the crop first encoded and decoded with the archive's codec when that is lossy (what ships is scored);
 every image keeps its best (lowest-CE) crop, and the class keeps its ``k = ipc * factor^2``
 lowest-CE crops. Image j of a class takes sorted crops j, ipc + j, 2 ipc + j, ... for its
 patches in row-major order (``mix_images``). Crops are kept at the full ``size`` too: the
@@ -34,6 +35,7 @@ from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
+from hellopack.archive.images import Codec, decode_image
 from hellopack.data.types import ImageSource
 from hellopack.errors import HellopackError
 
@@ -50,16 +52,41 @@ class CropSpec:
     seed: int
     factor: int = 1  # crops are scored at size / factor, padded back to size
     fill: tuple[float, float, float] = (0.0, 0.0, 0.0)  # padding in [0, 1] (the dataset mean: 0 once normalised)
+    codec: Codec | None = None  # the archive's encoding: a lossy one is applied to each view before scoring
 
 
-def scoring_view(crops01: torch.Tensor, factor: int, fill: Sequence[float]) -> torch.Tensor:
-    """What the observer scores: each crop at ``size / factor``, centred on a ``fill``-coloured canvas."""
-    if factor == 1:
-        return crops01
+def encoded(small01: torch.Tensor, codec: Codec) -> torch.Tensor:
+    """Patches in [0, 1] as the archive stores them: quantised to uint8, encoded with ``codec``, decoded.
+
+    Each patch is encoded alone, at its stored size. The archive encodes it inside its stitched
+    image (factor x factor patches): with size / factor a multiple of 16 (224 px, factor 2: 112 px)
+    the patch edges fall on WebP macroblock and JPEG 4:2:0 MCU edges, so the same blocks are coded;
+    what differs is what crosses them (WebP's intra prediction and loop filter, the image-wide
+    segment statistics and filter strength, JPEG's chroma upsampling). Measured on 100 imagenet-sample
+    patches (224 px, factor 2; benchmarks/results/select-codec.md): JPEG q85 alone vs in the stitched
+    image differ by 0.09 of 255 on average (48.2 dB), so alone is nearly exact; WebP q85 by 2.4 (37.3 dB),
+    closer to the stored pixels than the unencoded patch is (34.8 dB) but only an approximation.
+    At factor 1 (every image up to 64 px by default) the crop is the stored image: exact.
+    """
+    from hellopack.distill.update import quantize
+
+    u8 = quantize(small01.detach().cpu()).permute(0, 2, 3, 1).numpy()
+    out = np.stack([decode_image("candidate crop", codec.ext, codec.encode(p), max_pixels=1 << 62) for p in u8])
+    return (torch.from_numpy(out).permute(0, 3, 1, 2).to(small01.device, small01.dtype) / 255).contiguous()
+
+
+def scoring_view(crops01: torch.Tensor, factor: int, fill: Sequence[float], codec: Codec | None = None) -> torch.Tensor:
+    """What the observer scores: each crop at ``size / factor`` (as a lossy ``codec`` stores it: encoded and
+    decoded; a lossless one stores the pixels unchanged, so it costs nothing), centred on a ``fill``-coloured
+    canvas."""
     from hellopack.distill.update import downsample
 
-    size = crops01.shape[-1]
     small = downsample(crops01, factor)
+    if codec is not None and not codec.lossless:
+        small = encoded(small, codec)
+    if factor == 1:
+        return small
+    size = crops01.shape[-1]
     s = small.shape[-1]
     canvas = torch.tensor(list(fill), dtype=crops01.dtype, device=crops01.device).view(1, 3, 1, 1)
     out = canvas.expand(len(crops01), 3, size, size).clone()
@@ -142,9 +169,9 @@ def first_per_class(items: Iterable[Item], num_classes: int, n_real: int) -> Ite
 @torch.no_grad()
 def score_crops(observer: Observer, crops_u8: torch.Tensor, labels: torch.Tensor,
                 device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
-                factor: int = 1, fill: Sequence[float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+                factor: int = 1, fill: Sequence[float] = (0.0, 0.0, 0.0), codec: Codec | None = None) -> torch.Tensor:
     """CE of each crop's scoring view against its label, float64 on CPU."""
-    x = scoring_view(crops_u8.to(device).float() / 255, factor, fill).contiguous(memory_format=memory_format)
+    x = scoring_view(crops_u8.to(device).float() / 255, factor, fill, codec).contiguous(memory_format=memory_format)
     logits = observer(x).float()
     return F.cross_entropy(logits, labels.to(device), reduction="none").double().cpu()
 
@@ -162,7 +189,7 @@ def score_stream(observer: Observer, items: Iterable[Item], spec: CropSpec, batc
         crops = torch.cat([c for *_, c in pending])
         lab = torch.cat([torch.full((spec.m_crops,), y, dtype=torch.long) for _, y, _, _ in pending])
         ce = score_crops(observer, crops, lab, device, memory_format, spec.factor,
-                         spec.fill).view(len(pending), spec.m_crops)
+                         spec.fill, spec.codec).view(len(pending), spec.m_crops)
         best = torch.argmin(ce, dim=1)  # the first minimum: ties go to the earlier crop
         for (pos, y, key, _), m, row in zip(pending, best.tolist(), ce):
             rows.append((pos, key, y, m, float(row[m])))

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 import hellopack
+from hellopack.errors import HellopackError
+from hellopack.threads import ThreadSettings, apply_threads, prepare_process
 
 from . import build_cmd, continual_cmd, demo_cmd, inspect_cmd, labels_cmd, pretrain_cmd, rank_cmd, teach_cmd, train_cmd
+from .errors import fail
+
+_THREADS = ThreadSettings()
 
 
 class _NoFlagMetavar:
@@ -61,8 +68,16 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    threads: Optional[int] = typer.Option(
+        _THREADS.threads, "--threads", envvar="HELLOPACK_THREADS", metavar="N",
+        help="CPU threads for every command \\[the CPUs this process may use: affinity "
+             "mask and cgroup quota; OMP_NUM_THREADS when set]."),
 ) -> None:
-    pass
+    if threads is not None:
+        try:
+            apply_threads(threads)
+        except HellopackError as e:
+            raise fail(str(e)) from None
 
 
 # Order here is the order `hellopack --help` lists them.
@@ -83,6 +98,7 @@ app.add_typer(labels_app, name="labels")
 
 
 def main() -> None:
+    prepare_process()  # before anything loads torch's OpenMP: it reads the wait policy once, at load
     app()
 
 

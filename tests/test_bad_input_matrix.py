@@ -639,6 +639,11 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "ipc-negative": lambda k, t: _build(k, t, k.good, "--ipc", "-1"),
     "factor-not-dividing": lambda k, t: _build(k, t, k.good, "--factor", "3"),
     "unknown-arch": lambda k, t: _train(k, t, "--arch", "resnet19"),
+    # the rest of the line names the CPUs this process may use (hellopack.threads.usable_cpus; tests/test_threads.py)
+    "threads-zero": lambda k, t: Case(["--threads", "0", "demo", "--out", str(t / "demo")], {"out": str(t / "demo")},
+                                      out_dir=t / "demo"),
+    "threads-negative": lambda k, t: Case(["--threads", "-2", "demo", "--out", str(t / "demo")],
+                                          {"out": str(t / "demo")}, out_dir=t / "demo"),
     # outputs
     "output-folder-missing": _missing_out_folder,
     "unwritable-output": lambda k, t: _unwritable(k, t, "build"),

@@ -282,10 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {C.find_data(C.DEFAULT_DATA)}")
         return 0
     t0, started, load0 = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[0]
+    # the code that runs is the code at the start (a commit made during the run is not it)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout
     ctx, teacher, simclr, archive = setup(args.threads)
     res = run_all(ctx, teacher, simclr, archive, args.reverse)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout
-    res.update(command="python benchmarks/label_budget.py " + " ".join(map(shlex.quote, argv or sys.argv[1:])),
+    res.update(command=" ".join(["python benchmarks/label_budget.py", *map(shlex.quote, argv or sys.argv[1:])]),
                started=started, wall_seconds=round(time.perf_counter() - t0, 1), load=[load0, os.getloadavg()[0]],
                commit=commit.strip())
     res = C.relative_paths(res)

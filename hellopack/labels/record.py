@@ -60,15 +60,20 @@ def per_class(cfg: TrainConfig, manifest: dict) -> int | None:
     return cfg.images_per_class or int((manifest.get("images") or {}).get("ipc") or 0) or None
 
 
+def planned_images(cfg: TrainConfig, manifest: dict) -> int:
+    """How many images the views are drawn from: the archive's, or IPC real images per class (--images random)."""
+    if cfg.images == "random":
+        return int(per_class(cfg, manifest) or 0) * len(manifest["classes"])
+    return int(manifest["images"]["count"])
+
+
 def plan(cfg: RecordConfig, manifest: dict, recipe: Recipe) -> tuple[dict[str, Any], np.ndarray]:
     """The file's exact header and the kept steps, from the manifest alone (nothing is run)."""
     from hellopack.archive.storage import label_storage
 
     classes = len(manifest["classes"])
     _check(cfg, classes)
-    n = int(manifest["images"]["count"])
-    if cfg.train.images == "random":  # a random subset has IPC images per class, as train draws it
-        n = int(per_class(cfg.train, manifest) or 0) * classes
+    n = planned_images(cfg.train, manifest)
     bs, drop = recipe.batch_size, cfg.train.drop_last
     spe = steps_per_epoch(n, bs, drop)
     if spe == 0:

@@ -20,7 +20,7 @@ import torch
 from hellopack.errors import HellopackError
 from hellopack.labels import format as fmt
 from hellopack.labels.prune import source_step
-from hellopack.labels.record import identity, per_class
+from hellopack.labels.record import identity, planned_images
 
 PREFIX = "stored:"
 # the smallest probability a class outside the top K gets: fp16's smallest subnormal, what the file resolves
@@ -106,10 +106,7 @@ def stored_labeler(path: str | Path, cfg: Any, recipe: Any, manifest: dict, worl
                              "train them with --seeds 1")
     if world_size != 1:
         raise HellopackError(f"stored labels '{path}' were recorded for one process; train them without torchrun")
-    n = int(manifest["images"]["count"])
-    if cfg.images == "random":  # IPC real images per class, as record planned them
-        n = int(per_class(cfg, manifest) or 0) * len(manifest["classes"])
-    want = identity(cfg, recipe, manifest, n)
+    want = identity(cfg, recipe, manifest, planned_images(cfg, manifest))
     check_identity(path, header["identity"], want)
     header, arrays = fmt.read(path)
     return StoredLabeler({**header, "path": str(path)}, arrays)

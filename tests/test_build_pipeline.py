@@ -103,8 +103,9 @@ def test_build_archive_contents_and_stage_skipping(tmp_path, teachers_dir):
     m = archive.manifest
     assert m["images"] == {"count": 4, "ipc": 1, "factor": 2, "size": 32, "format": "webp",
                            "mean": [0.49, 0.49, 0.49], "std": [0.21, 0.21, 0.21],
-                           # format 1.2: how the images were encoded (auto: WebP, q90 at <= 64 px)
-                           "encoding": "webp", "quality": 90, "encoder": encoder_identity("webp")}
+                           # format 1.2: how the images were encoded (auto: lossless WebP at <= 64 px)
+                           "encoding": "webp-lossless", "quality": None,
+                           "encoder": encoder_identity("webp-lossless")}
     assert m["format_version"] == [1, 2]
     assert [c["name"] for c in m["classes"]] == ["circle", "square", "triangle", "cross"]
     assert m["base"]["name"] == "hellopack-tiny-rn" and m["base"]["pretrained"] is None

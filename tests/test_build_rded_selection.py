@@ -113,18 +113,18 @@ def _as_stored(crops_u8: np.ndarray, codec: Codec, fill: float) -> torch.Tensor:
 
 
 def test_the_default_observer_is_the_mean_of_the_teachers(tmp_path: Path, teachers_dir: Path) -> None:
-    chosen, crops = _build(tmp_path, teachers_dir, "teacher")
+    chosen, crops = _build(tmp_path, teachers_dir, "teacher", image_format="webp", image_quality=90)
     assert BuildConfig(recipe="synthetic", out="x").observer == "teacher"
     teachers = load_ensemble(resolve_specs((), str(teachers_dir)), 4, 32, (0.49,) * 3, (0.21,) * 3,
                              torch.device("cpu"))
     labels = torch.tensor([c for c, ks in enumerate(chosen["key"]) for _ in ks])
-    with torch.no_grad():  # the default encoding at 32 px is WebP q90: the teachers score the decoded crops
+    with torch.no_grad():  # a lossy encoding: the teachers score the crops as stored, encoded and decoded
         view = _as_stored(crops, Codec("webp", 90), 0.49)
         ce = F.cross_entropy(teachers(view), labels, reduction="none").double()
     recorded = torch.tensor([v for vs in chosen["ce"] for v in vs], dtype=torch.float64)
     torch.testing.assert_close(recorded, ce, rtol=1e-5, atol=1e-5)  # the stored CE is the teachers'
 
-    proj_chosen, _ = _build(tmp_path, teachers_dir, "projector")
+    proj_chosen, _ = _build(tmp_path, teachers_dir, "projector", image_format="webp", image_quality=90)
     assert proj_chosen["ce"] != chosen["ce"]  # --observer projector scores with another model
 
 

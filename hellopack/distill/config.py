@@ -27,7 +27,7 @@ HEAD_RANKS = (64, 128)
 HEAD_RANK_CLASSES = 100
 OBSERVERS = ("teacher", "projector")
 IMAGE_FORMATS = ("auto", "png", "webp", "jpeg", "webp-lossless")  # hellopack.archive.images.ENCODING_EXTS + auto
-AUTO_SMALL_MAX_SIZE = 64  # images up to this size get the first default quality
+AUTO_SMALL_MAX_SIZE = 64  # auto: lossless WebP up to this size, lossy WebP above (resolved_image_format)
 AUTO_QUALITY = (90, 85)  # default WebP / JPEG quality: up to AUTO_SMALL_MAX_SIZE px, above
 
 # The training recipe written into the manifest for `hellopack train`: one keyword-only field
@@ -142,10 +142,14 @@ class BuildConfig(_TrainRecipe):
         return factor
 
     def resolved_image_format(self, image_size: int) -> str:
-        """auto: WebP, the smallest encoding whose CIFAR-10 students stayed within 0.5 points of PNG's with hard
-        labels (with projector labels -0.73, inside the seeds' 2.2 spread: benchmarks/results/cifar10-codecs.md)
-        and whose 224 px ImageNet images fit the 170 MB IPC-10 target (benchmarks/results/storage.md)."""
-        return "webp" if self.image_format == "auto" else self.image_format
+        """auto: the smallest encoding whose students stay within 0.5 points of PNG's (issue 15's rule).
+        Up to 64 px that is lossless WebP: PNG's pixels in 67 % of its bytes, while WebP q90 (-0.73 points) and
+        JPEG q90 (-0.63) missed the margin on CIFAR-10 with projector labels (benchmarks/results/cifar10-codecs.md).
+        Above 64 px, lossy WebP: the only encoding that puts ImageNet-1K IPC 10 at 224 px in 170 MB
+        (benchmarks/results/storage.md); no GPU has measured its students yet."""
+        if self.image_format != "auto":
+            return self.image_format
+        return "webp-lossless" if image_size <= AUTO_SMALL_MAX_SIZE else "webp"
 
     def resolved_image_quality(self, image_size: int) -> int:
         """--image-quality, else AUTO_QUALITY[0] up to AUTO_SMALL_MAX_SIZE px (the quality measured on CIFAR-10)

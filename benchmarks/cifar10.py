@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -43,9 +44,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
+from hellopack.threads import prepare_process, usable_cpus
 
-from hellopack.progress import Reporter, Stage
+if __name__ == "__main__":
+    prepare_process()  # before torch loads OpenMP: waiting threads sleep (hellopack.threads), as the CLI does
+
+import torch  # noqa: E402
+
+from hellopack.progress import Reporter, Stage  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -215,8 +221,11 @@ def key_of(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+LOG_PREFIX = ""  # "w1 " in a worker process
+
+
 def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {LOG_PREFIX}{msg}", flush=True)
 
 
 class _LogStage(Stage):
@@ -250,11 +259,16 @@ class LogReporter(Reporter):
         log(f"  {message}")
 
 
+class Busy(Exception):
+    """A stage another worker process is computing (raised only by a Cache that does not wait)."""
+
+
 class Cache:
     """JSON records of finished stages: records/<name>-<key>.json."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, wait: bool = True) -> None:
         self.root = root
+        self.wait = wait  # False (--worker-id): a stage another process is computing raises Busy at once
         self.seconds: dict[str, float] = {}  # record file -> wall time of the run that made it
         self.ran = 0  # stages computed (not cached) by this invocation
         (root / "records").mkdir(parents=True, exist_ok=True)
@@ -286,7 +300,10 @@ class Cache:
         # One lock per stage: two benchmark processes sharing a cache (say one with --no-pretrain started
         # early on the second core) never compute the same stage twice; the second waits, then reads it.
         with open(self.path(name, key).with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy(name) from None
             done = self.get(name, key)
             if done is not None:
                 log(f"{name}: cached ({self.path(name, key).name})")
@@ -391,12 +408,17 @@ def stage_teacher(ctx: Ctx) -> dict:
 
 
 def base_identity(ctx: Ctx) -> dict:
+    return dict(_base_identity(ctx.base, ctx.clip_tag, ctx.clip_weights))
+
+
+@functools.lru_cache(maxsize=None)  # a worker asks for it on every try of every job: load the model once
+def _base_identity(name: str, clip_tag: str | None, clip_weights: str | None) -> dict:
     from hellopack.models.base import load_base
 
-    base = load_base(ctx.base, ctx.clip_tag, ctx.clip_weights)
+    base = load_base(name, clip_tag, clip_weights)
     return {"name": base.name, "pretrained": base.pretrained, "custom": base.custom, "fingerprint": base.fingerprint,
             "bytes": base.bytes, "embed_dim": base.embed_dim, "image_size": base.image_size,
-            "weights": ctx.clip_weights, "kind": "given weights" if ctx.clip_weights else "random init"}
+            "weights": clip_weights, "kind": "given weights" if clip_weights else "random init"}
 
 
 def probe_sources(ctx: Ctx):
@@ -542,6 +564,58 @@ def stage_student(ctx: Ctx, arch: str, ipc: int, row: str, epochs: int, seed: in
 
 # ---- the run -------------------------------------------------------------------------------------
 
+def base_of(ctx: Ctx, kind: str) -> tuple[str, str | None, str]:
+    """(kind, weights, base key) of a main base: "given" (the --base) or "simclr" (pretrained here)."""
+    if kind == "given":
+        return ("given", ctx.clip_weights, key_of(base_identity(ctx)))
+    simclr = stage_pretrain(ctx)
+    return ("simclr", simclr["path"], simclr["key"])
+
+
+def head_cap(ctx: Ctx) -> int:
+    return min(CLASSES, base_identity(ctx)["embed_dim"])
+
+
+def archive_names(ctx: Ctx) -> list[tuple[str, int]]:
+    """The main archives in build order. One base's builds share one work folder (the IPC 10 and 50 builds
+    share the long projector fit; the refined archive follows its plain twin), so they run one after another."""
+    plan, names = ctx.plan, []
+    for kind in ("given", "simclr") if ctx.pretrain else ("given",):
+        for ipc in plan.ipcs:
+            names.append((kind, ipc))
+            if kind == "simclr":
+                names.append(("simclr-refine", ipc))
+                if any(OBSERVER_ROW in rows and i == ipc for (_, i), (_, _, rows) in plan.students.items()):
+                    names.append(("simclr-projobs", ipc))  # the same fit, crops scored by the projector
+    return names
+
+
+def main_archive(ctx: Ctx, name: str, ipc: int) -> dict:
+    """One main archive (cached); first the archive before it on the same work folder."""
+    order = [n for n in archive_names(ctx) if n[0].split("-")[0] == name.split("-")[0]]
+    at = order.index((name, ipc))
+    if at:
+        main_archive(ctx, *order[at - 1])
+    kind, _, variant = name.partition("-")
+    _, weights, bkey = base_of(ctx, kind)
+    plan = ctx.plan
+    return stage_build(ctx, stage_teacher(ctx), kind, weights, bkey, ipc, 8, head_cap(ctx), plan.fit_epochs,
+                       plan.n_real, plan.m_crops, "main", refine_steps=plan.refine_steps if variant == "refine" else 0,
+                       observer="projector" if variant == "projobs" else "teacher")
+
+
+def student_jobs(ctx: Ctx) -> list[tuple[str, int, str, int, int]]:
+    """(arch, ipc, row, epochs, seeds) of every student row the plan trains."""
+    return [(arch, ipc, row, epochs, seeds) for (arch, ipc), (epochs, seeds, rows) in ctx.plan.students.items()
+            for row in rows if ctx.pretrain or row not in PRETRAINED_ROWS]
+
+
+def student_run(ctx: Ctx, arch: str, ipc: int, row: str, epochs: int, seed: int) -> dict:
+    kind = ROW_ARCHIVE[row]
+    weights = base_of(ctx, kind.split("-")[0])[1]
+    return stage_student(ctx, arch, ipc, row, epochs, seed, main_archive(ctx, kind, ipc), stage_teacher(ctx), weights)
+
+
 def run_all(ctx: Ctx) -> dict:
     from hellopack.archive import label_storage_from_counts
 
@@ -552,57 +626,39 @@ def run_all(ctx: Ctx) -> dict:
         log(f"    epoch {c['epoch']}: test top-1 {c['val_top1']:.2%}")
 
     ident = base_identity(ctx)
-    given_key = key_of(ident)
-    cap = min(CLASSES, ident["embed_dim"])
+    cap = head_cap(ctx)
     res["bases"] = {"given": {**ident, "probe": stage_probe_given(ctx, ident)}}
     log(f"    {ident['name']} ({ident['kind']}) linear probe: {res['bases']['given']['probe']['top1']:.2%}")
-    bases = [("given", ctx.clip_weights, given_key)]
+    bases = [base_of(ctx, "given")]
     if ctx.pretrain:
         simclr = stage_pretrain(ctx)
         res["bases"]["simclr"] = simclr
         log(f"    SimCLR base linear probe: {simclr['probe']['top1']:.2%}, pretraining {simclr['pretrain_seconds']:.0f} s")
-        bases.append(("simclr", simclr["path"], simclr["key"]))
+        bases.append(base_of(ctx, "simclr"))
 
     log(f"(b) archives: IPC {', '.join(map(str, plan.ipcs))}; LoRA rank 8 on every conv, head rank {cap}; "
         f"fit {plan.fit_epochs} epoch(s), batch {plan.fit_batch_size}, lr {ctx.fit_lr} (SimCLR base "
         f"{ctx.simclr_fit_lr}); SimCLR base also "
         f"refined {plan.refine_steps} steps on its archive's views")
     archives: dict[tuple[str, int], dict] = {}
-    for kind, weights, bkey in bases:
-        for ipc in plan.ipcs:
-            # the refined archive right after its plain twin: same work folder, only refine + write rerun
-            for refine in ((0, plan.refine_steps) if kind == "simclr" else (0,)):
-                a = stage_build(ctx, teacher, kind, weights, bkey, ipc, 8, cap, plan.fit_epochs, plan.n_real,
-                                plan.m_crops, "main", refine_steps=refine)
-                name = f"{kind}-refine" if refine else kind
-                archives[(name, ipc)] = a
-                f = a["fidelity"]
-                log(f"    {name} IPC {ipc}: agreement {f['agreement']:.2%}, KL {f['kl']:.3f}, projector top-1 "
-                    f"{f['projector_top1']:.2%}, payload {a['payload_bytes']:,} B, {a['build_seconds']:.0f} s")
-            if kind == "simclr" and any(OBSERVER_ROW in rows and i == ipc for (_, i), (_, _, rows)
-                                        in plan.students.items()):
-                # the same fit, crops scored by the projector instead of the teachers (today's other observer)
-                archives[("simclr-projobs", ipc)] = stage_build(ctx, teacher, kind, weights, bkey, ipc, 8, cap,
-                                                                plan.fit_epochs, plan.n_real, plan.m_crops, "main",
-                                                                observer="projector")
-                log(f"    simclr IPC {ipc}, projector as observer: {archives[('simclr-projobs', ipc)]['build_seconds']:.0f} s")
+    for name, ipc in archive_names(ctx):
+        a = archives[(name, ipc)] = main_archive(ctx, name, ipc)
+        f = a["fidelity"]
+        log(f"    {name} IPC {ipc}: agreement {f['agreement']:.2%}, KL {f['kl']:.3f}, projector top-1 "
+            f"{f['projector_top1']:.2%}, payload {a['payload_bytes']:,} B, {a['build_seconds']:.0f} s")
     res["archives"] = [{"base": k, **a} for (k, _), a in archives.items()]
 
     res["rank_sweep"] = run_sweep(ctx, teacher, bases + sweep_extra(ctx), archives, cap)
 
     log("(d) students")
     students = []
-    jobs = [(arch, ipc, epochs, seeds, row) for (arch, ipc), (epochs, seeds, rows) in plan.students.items()
-            for row in rows]
+    jobs = student_jobs(ctx)
     # --reverse-students: a second process sharing the cache takes the student runs from the other end
-    for arch, ipc, epochs, seeds, row in (reversed(jobs) if ctx.reverse_students else jobs):
-        if row in PRETRAINED_ROWS and not ctx.pretrain:
-            continue
+    for arch, ipc, row, epochs, seeds in (reversed(jobs) if ctx.reverse_students else jobs):
         kind = ROW_ARCHIVE[row]
         archive = archives[(kind, ipc)]
-        weights = {k: w for k, w, _ in bases}[kind.split("-")[0]]
         order = range(seeds - 1, -1, -1) if ctx.reverse_students else range(seeds)
-        runs = sorted((stage_student(ctx, arch, ipc, row, epochs, s, archive, teacher, weights) for s in order),
+        runs = sorted((student_run(ctx, arch, ipc, row, epochs, s) for s in order),
                       key=lambda r: r["settings"]["seed"])
         top1 = [r["top1"] for r in runs]
         soft = label_storage_from_counts(CLASSES, archive["images"], epochs, archive["payload_bytes"])
@@ -628,26 +684,39 @@ def sweep_extra(ctx: Ctx) -> list[tuple[str, None, str]]:
             for kind in ctx.plan.sweep_extra_bases]
 
 
+def sweep_context(ctx: Ctx) -> Ctx:
+    """The rank sweep's data: the first sweep_train_shards training shards when the plan says so."""
+    plan = ctx.plan
+    if plan.sweep_train_shards and plan.train_shards is None:
+        view = data_view(ctx.data, plan.sweep_train_shards, ctx.cache.root)
+        return replace(ctx, data=view, data_id=data_identity(view))
+    return ctx
+
+
+def sweep_point(ctx: Ctx, teacher: dict, base: tuple[str, str | None, str], re_: int, rh: int, cap: int,
+                main: Callable[[], dict] | None) -> dict:
+    """One rank point's archive; ``main`` gives the main archive when it is this point (same fit, same data)."""
+    plan, sweep_ctx = ctx.plan, sweep_context(ctx)
+    kind, weights, bkey = base
+    if (re_, rh) == (8, cap) and plan.sweep_fit_epochs == plan.fit_epochs and sweep_ctx is ctx and main:
+        return main()
+    return stage_build(sweep_ctx, teacher, kind, weights, bkey, 1, re_, rh, plan.sweep_fit_epochs, 1, 1,
+                       "rank")
+
+
 def run_sweep(ctx: Ctx, teacher: dict, bases: list[tuple[str, str | None, str]],
               archives: dict[tuple[str, int], dict], cap: int) -> list[dict]:
     """(e): one fit per (base, rank point); a point equal to a main archive reuses it."""
     plan, res = ctx.plan, ctx.out
-    sweep_ctx = ctx
-    if plan.sweep_train_shards and plan.train_shards is None:
-        view = data_view(ctx.data, plan.sweep_train_shards, ctx.cache.root)
-        sweep_ctx = replace(ctx, data=view, data_id=data_identity(view))
-    res["rank_sweep_train_images"] = train_images(sweep_ctx.data)
+    res["rank_sweep_train_images"] = train_images(sweep_context(ctx).data)
     log(f"(e) label fidelity vs rank (fit {plan.sweep_fit_epochs} epoch(s) on {res['rank_sweep_train_images']:,} "
         "training images), on each base")
     sweep = []
-    for kind, weights, bkey in bases:
+    for base in bases:
+        kind = base[0]
         for re_, rh in sweep_points_for(plan, cap):  # cap: min(classes, embed_dim) of the main base
-            if (re_, rh) == (8, cap) and plan.sweep_fit_epochs == plan.fit_epochs and sweep_ctx is ctx \
-                    and (kind, plan.ipcs[0]) in archives:
-                a = archives[(kind, plan.ipcs[0])]  # the main archive is this point
-            else:
-                a = stage_build(sweep_ctx, teacher, kind, weights, bkey, 1, re_, rh, plan.sweep_fit_epochs, 1, 1,
-                                "rank")
+            main = (lambda k=kind: archives[(k, plan.ipcs[0])]) if (kind, plan.ipcs[0]) in archives else None
+            a = sweep_point(ctx, teacher, base, re_, rh, cap, main)
             f = a["fidelity"]
             sweep.append({"base": kind, "rank_encoder": re_, "rank_head": a["rank_head"],
                           "lora_parameters": a["lora_parameters"], "payload_bytes": a["payload_bytes"],
@@ -919,7 +988,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-only", action="store_true",
                     help="only the teachers and the rank sweep on the tiny ViT base (results: *-sweep-vit.*)")
     ap.add_argument("--seeds", type=int, default=None, help="override the seeds of every student row")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads [all cores]")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of the process that runs the plan [the usable CPUs; 1 per worker]")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="processes sharing the stages, one torch thread each (benchmarks/cifar10_workers.py) "
+                         "[the usable CPUs; 1: one process]")
+    ap.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--codecs", action="store_true",
                     help="only the image-codec rows: one IPC-10 archive content stored as each encoding, ConvNet-3 "
                          "students on each (results: cifar10-codecs.{json,md}; see benchmarks/cifar10_codecs.py)")
@@ -952,15 +1026,25 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, students={k: (e, args.seeds, r) for k, (e, _, r) in plan.students.items()})
     pretrain = not args.no_pretrain
     fit_lr = args.fit_lr if args.fit_lr is not None else (1e-3 if args.clip_weights else 0.01)
+    workers = 1 if args.sweep_only or args.worker_id else (args.workers or usable_cpus())
+    if args.threads is None:
+        args.threads = 1 if args.worker_id else usable_cpus()
     torch.set_num_threads(args.threads)
+    if args.worker_id:
+        global LOG_PREFIX
+        LOG_PREFIX = f"w{args.worker_id} "
 
     est = estimate(plan, args.base, pretrain)
     if args.sweep_only:
         est = sweep_only_estimate(plan, est)
         stem += "-sweep-vit"
     total = sum(est.values())
+    if workers > 1:  # COST_MS is one thread's; N single-thread workers share the stages
+        est = {k: v * SPEEDUP / workers for k, v in est.items()}
+        total = sum(est.values())
+    how = f"{workers} workers x 1 torch thread" if workers > 1 else f"{args.threads} torch threads"
     print(f"CIFAR-10 benchmark, {plan.mode} run. Estimated time on an idle {os.cpu_count()}-core CPU "
-          f"({args.threads} torch threads): {total / 60:.0f} min from scratch (finished stages are cached and skipped)")
+          f"({how}): {total / 60:.0f} min from scratch (finished stages are cached and skipped)")
     for k, v in est.items():
         print(f"  {k:<11} {v / 60:6.1f} min")
     print(f"Plan: teachers {plan.teacher_arch} x {plan.teach_epochs} epochs (keep every {plan.keep_every}); "
@@ -977,10 +1061,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {why}; pass --data DIR (WebDataset shards train-*.tar, test-*.tar)")
         return 0
 
-    t0 = time.perf_counter()
+    t0, wall_start = time.perf_counter(), time.time()
     started = time.strftime("%Y-%m-%d %H:%M")
     load_start = os.getloadavg()[0]
-    cache = Cache(args.cache / plan.mode if plan.mode == "quick" else args.cache)
+    cache = Cache(args.cache / plan.mode if plan.mode == "quick" else args.cache, wait=not args.worker_id)
     data = data_view(args.data.resolve(), plan.train_shards, cache.root)
     ctx = Ctx(plan=plan, data=data, data_id=data_identity(data), cache=cache, reporter=LogReporter(),
               base=args.base, clip_weights=args.clip_weights, clip_tag=args.clip_tag, fit_lr=fit_lr, pretrain=pretrain,
@@ -993,13 +1077,27 @@ def main(argv: list[str] | None = None) -> int:
                     {"arch": a, "ipc": i, "epochs": e, "seeds": s, "rows": list(r)}
                     for (a, i), (e, s, r) in plan.students.items()]},
                 "estimate_seconds": round(total), "estimate_by_stage": {k: round(v) for k, v in est.items()}})
+    sys.path.insert(0, str(HERE))
+    if args.worker_id:  # a worker computes stages; the parent gathers the results
+        from cifar10_workers import work
+
+        work(sys.modules[__name__], ctx)
+        return 0
+    if workers > 1:
+        from cifar10_workers import spawn
+
+        sweep_context(ctx)  # make the sweep's data folder before two processes would race to make it
+        spawn(sys.argv[1:] if argv is None else argv, workers)
+        log(f"workers done after {(time.perf_counter() - t0) / 60:.1f} min; gathering the results")
     run_sweep_only(ctx) if args.sweep_only else run_all(ctx)
+    ran = sum(1 for p in (cache.root / "records").glob("*.json") if p.stat().st_mtime >= wall_start)
     res["wall_seconds"] = round(time.perf_counter() - t0, 1)
     res["stage_seconds"] = round(sum(cache.seconds.values()), 1)
-    res["machine"] = {**machine(args.threads), "load_start": load_start, "load_end": os.getloadavg()[0]}
-    this = {"started": started, "wall_seconds": res["wall_seconds"], "stages_run": cache.ran,
+    res["machine"] = {**machine(args.threads), "workers": workers, "load_start": load_start,
+                      "load_end": os.getloadavg()[0]}
+    this = {"started": started, "wall_seconds": res["wall_seconds"], "stages_run": ran, "workers": workers,
             "load_start": load_start, "load_end": res["machine"]["load_end"]}
-    res["runs"] = cache.runs(this if cache.ran else None)
+    res["runs"] = cache.runs(this if ran else None)
     res["notes"] = NOTES
     args.results.mkdir(parents=True, exist_ok=True)
     res = relative_paths(res)

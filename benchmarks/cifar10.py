@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hellopack.precision import AUTOCAST_ENV
 from hellopack.threads import prepare_process, usable_cpus
 
 if __name__ == "__main__":
@@ -826,7 +827,10 @@ def markdown(res: dict) -> str:
     lines = [f"# CIFAR-10 benchmark ({res['mode']} run)", "",
              f"Command: `{res['command']}`", "",
              f"Machine: {m['cpus']} CPU cores ({m['processor'] or m['machine']}), no GPU, torch {m['torch']} with "
-             f"{m['threads']} threads. The stages took {res['stage_seconds'] / 60:.1f} min in total when they ran; the "
+             + (f"{m['workers']} worker processes of 1 thread each" if m.get("workers", 1) > 1
+                else f"{m['threads']} threads")
+             + (f", every stage under {m['autocast']} autocast" if m.get("autocast") == "bf16" else "")
+             + f". The stages took {res['stage_seconds'] / 60:.1f} min in total when they ran; the "
              f"estimate for an idle machine is {res['estimate_seconds'] / 60:.0f} min. "
              + " ".join(f"Run started {r['started']}: {r['stages_run']} stages in {r['wall_seconds'] / 60:.1f} min, "
                         f"load average {r['load_start']:.1f} at its start and {r['load_end']:.1f} at its end"
@@ -994,6 +998,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="processes sharing the stages, one torch thread each (benchmarks/cifar10_workers.py) "
                          "[the usable CPUs; 1: one process]")
     ap.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--autocast", default="bf16", choices=("auto", "bf16", "off"),
+                    help="hellopack --autocast for every stage [bf16: this CPU's bf16 instructions, as a GPU run]")
     ap.add_argument("--codecs", action="store_true",
                     help="only the image-codec rows: one IPC-10 archive content stored as each encoding, ConvNet-3 "
                          "students on each (results: cifar10-codecs.{json,md}; see benchmarks/cifar10_codecs.py)")
@@ -1026,6 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, students={k: (e, args.seeds, r) for k, (e, _, r) in plan.students.items()})
     pretrain = not args.no_pretrain
     fit_lr = args.fit_lr if args.fit_lr is not None else (1e-3 if args.clip_weights else 0.01)
+    os.environ[AUTOCAST_ENV] = args.autocast  # every stage, and the workers, read it (hellopack.precision)
     workers = 1 if args.sweep_only or args.worker_id else (args.workers or usable_cpus())
     if args.threads is None:
         args.threads = 1 if args.worker_id else usable_cpus()
@@ -1064,7 +1071,9 @@ def main(argv: list[str] | None = None) -> int:
     t0, wall_start = time.perf_counter(), time.time()
     started = time.strftime("%Y-%m-%d %H:%M")
     load_start = os.getloadavg()[0]
-    cache = Cache(args.cache / plan.mode if plan.mode == "quick" else args.cache, wait=not args.worker_id)
+    root = args.cache / plan.mode if plan.mode == "quick" else args.cache
+    # bf16 stages are other numbers than fp32 ones (the stage keys do not name the precision): their own cache
+    cache = Cache(root / "bf16" if args.autocast == "bf16" else root, wait=not args.worker_id)
     data = data_view(args.data.resolve(), plan.train_shards, cache.root)
     ctx = Ctx(plan=plan, data=data, data_id=data_identity(data), cache=cache, reporter=LogReporter(),
               base=args.base, clip_weights=args.clip_weights, clip_tag=args.clip_tag, fit_lr=fit_lr, pretrain=pretrain,
@@ -1093,7 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
     ran = sum(1 for p in (cache.root / "records").glob("*.json") if p.stat().st_mtime >= wall_start)
     res["wall_seconds"] = round(time.perf_counter() - t0, 1)
     res["stage_seconds"] = round(sum(cache.seconds.values()), 1)
-    res["machine"] = {**machine(args.threads), "workers": workers, "load_start": load_start,
+    res["machine"] = {**machine(args.threads), "workers": workers, "autocast": args.autocast, "load_start": load_start,
                       "load_end": os.getloadavg()[0]}
     this = {"started": started, "wall_seconds": res["wall_seconds"], "stages_run": ran, "workers": workers,
             "load_start": load_start, "load_end": res["machine"]["load_end"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
@@ -9,6 +10,7 @@ from typer.core import TyperCommand, TyperGroup
 
 import hellopack
 from hellopack.errors import HellopackError
+from hellopack.precision import AUTOCAST_ENV, AUTOCAST_MODES, autocast_mode
 from hellopack.threads import ThreadSettings, apply_threads, prepare_process
 
 from . import build_cmd, continual_cmd, demo_cmd, inspect_cmd, labels_cmd, pretrain_cmd, rank_cmd, teach_cmd, train_cmd
@@ -72,7 +74,17 @@ def _root(
         _THREADS.threads, "--threads", envvar="HELLOPACK_THREADS", metavar="N",
         help="CPU threads for every command \\[the CPUs this process may use: affinity "
              "mask and cgroup quota; OMP_NUM_THREADS when set]."),
+    autocast: Optional[str] = typer.Option(
+        None, "--autocast", envvar=AUTOCAST_ENV, metavar="|".join(AUTOCAST_MODES),
+        help="Where every command computes under bf16 autocast: auto (CUDA only), bf16 (CPUs too: "
+             "faster on CPUs with bf16 instructions), off (fp32 everywhere) \\[auto]."),
 ) -> None:
+    if autocast is not None:  # through the environment: DataLoader workers and child processes follow it
+        os.environ[AUTOCAST_ENV] = autocast
+        try:
+            autocast_mode()
+        except HellopackError as e:
+            raise fail(str(e)) from None
     if threads is not None:
         try:
             apply_threads(threads)

@@ -12,6 +12,7 @@ from typing import ContextManager
 import torch
 
 from hellopack.errors import HellopackError
+from hellopack.precision import autocast_mode
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -27,8 +28,11 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 def wants_bf16(device: torch.device, force: bool | None = None) -> bool:
-    """bf16 autocast on CUDA by default; ``force`` overrides (tests use it on CPU)."""
-    return device.type == "cuda" if force is None else force
+    """bf16 autocast on CUDA by default (``hellopack --autocast`` changes that); ``force`` overrides."""
+    if force is not None:
+        return force
+    mode = autocast_mode()
+    return device.type == "cuda" if mode == "auto" else mode == "bf16"
 
 
 def autocast(device: torch.device, enabled: bool | None = None) -> ContextManager:

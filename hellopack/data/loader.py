@@ -35,6 +35,7 @@ from torchvision.transforms import v2
 
 from hellopack.data.types import ImageSource, SkipReport
 from hellopack.errors import HellopackError
+from hellopack.rng import cpu_seeded
 
 SHUFFLE_BUFFER = 512  # undecoded samples held for streaming sources (about 60 MB of ImageNet JPEGs)
 
@@ -155,8 +156,7 @@ class _Batches(IterableDataset):
             if sample is None:
                 continue
             if self.train:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(_mix(self.seed, self.epoch, pos))
+                with cpu_seeded(_mix(self.seed, self.epoch, pos)):
                     xs.append(tf(sample.image))
             else:
                 xs.append(tf(sample.image))

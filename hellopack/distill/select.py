@@ -38,6 +38,7 @@ from torchvision.transforms.v2 import functional as TF
 from hellopack.archive.images import Codec, decode_image
 from hellopack.data.types import ImageSource
 from hellopack.errors import HellopackError
+from hellopack.rng import cpu_seeded
 
 Observer = Callable[[torch.Tensor], torch.Tensor]  # float [B,3,S,S] in [0,1] -> logits [B,C]
 Item = tuple[int, int, str, Image.Image]  # (stream position, label, key, image)
@@ -143,8 +144,7 @@ def make_crops(image: Image.Image | torch.Tensor, key: str, spec: CropSpec) -> t
     img = TF.pil_to_tensor(image.convert("RGB")) if isinstance(image, Image.Image) else image
     out = torch.empty((spec.m_crops, 3, spec.size, spec.size), dtype=torch.uint8)
     # torchvision's sampler draws from the global RNG: fork it so the caller's RNG is untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(image_seed(spec.seed, key))
+    with cpu_seeded(image_seed(spec.seed, key)):
         for m in range(spec.m_crops):
             i, j, h, w = RandomResizedCrop.get_params(img, list(spec.scale), list(RATIO))
             out[m] = TF.resized_crop(img, i, j, h, w, [spec.size, spec.size], antialias=True)

@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from hellopack.rng import cpu_seeded
+
 BLUR_MIN_SIZE = 96
 
 
@@ -44,6 +46,5 @@ def view_transform(size: int, crop_scale: float = 0.2, jitter: float = 0.5,
 def two_views(tf: Callable[[Image.Image], torch.Tensor], image: Image.Image,
               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Both views of one image, a pure function of (image, seed); the caller's RNG is untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_seeded(seed):
         return tf(image), tf(image)

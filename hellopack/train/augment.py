@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from hellopack.rng import cpu_seeded
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -144,8 +146,7 @@ class Augmenter(v2.Transform):
             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """CutMix/MixUp (the recipe's) on a float batch: (mixed batch, target probabilities [B,C])."""
         seed = int(torch.randint(0, 2**62, (1,), generator=_generator(generator)))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with cpu_seeded(seed):
             x, targets = self._mix(x.float(), labels)
         return x.contiguous(), targets
 
@@ -157,8 +158,7 @@ class Augmenter(v2.Transform):
             shuffle = shuffle_strips if cfg.shuffle == "strips" else shuffle_patches
             images = shuffle(images, cfg.factor, gen)
         seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with cpu_seeded(seed):
             # v2 applies one crop to a whole batch tensor, so crop image by image
             x = torch.stack([self.per_image(img) for img in images])
             yield x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()

@@ -60,6 +60,9 @@ class BuildConfig(_TrainRecipe):
     # --- weak teachers
     teachers: tuple[str, ...] = ()
     teachers_dir: str | None = None
+    # a folder of the teachers' logits by batch content, reused by builds with the same teachers and
+    # batches (a rank sweep); it changes no output byte, so like workdir it is in no manifest nor stage key
+    teacher_cache: str | None = None
     # --- projector
     base: str = "RN50"
     pretrained: str | None = "openai"

@@ -48,10 +48,10 @@ class CropStages:
 
     def codec(self, size: int) -> Codec: ...  # the archive's resolved image encoding
 
+    def load_teachers(self, specs: list[str], full: Any, size: int) -> torch.nn.Module: ...  # cached if asked
+
     def select(self, proj: _Projector, splits: Splits, specs: list[str], size: int, factor: int, k: int,
                fit_key: str) -> tuple[Chosen, str]:
-        from hellopack.distill.teachers import load_ensemble
-
         cfg, info = self.cfg, self.info
         full = splits.full
         codec = self.codec(size)
@@ -71,7 +71,7 @@ class CropStages:
         counts = full.count_per_class()
         expect = sum(min(cfg.n_real, c) for c in counts) if counts else None
         if cfg.observer == "teacher":  # paper Eq. 6: the mean of the weak teachers' logits
-            scorer: Any = load_ensemble(specs, len(names), size, full.mean, full.std, self.device, self.mf)
+            scorer: Any = self.load_teachers(specs, full, size)
         else:
             scorer = proj.model
 

@@ -11,7 +11,7 @@ import torch
 
 from hellopack.archive.images import PNG_COMPRESS_LEVEL, Codec  # noqa: F401 (the level: one declaration)
 
-RUNTIME_FIELDS = ("out", "workdir", "device", "workers")  # where/how it ran, not what it made
+RUNTIME_FIELDS = ("out", "workdir", "teacher_cache", "device", "workers")  # where/how it ran, not what it made
 # Settings that name files on the builder's machine: a shared archive keeps only their file names
 # (spec section 2.2: a writer MUST NOT record the builder's file system layout).
 PATH_FIELDS = ("data_dir", "teachers_dir", "classes_file", "clip_weights")
@@ -35,7 +35,7 @@ def prompts_json(classnames: Sequence[str], templates: Sequence[str]) -> bytes:
 def build_record(build_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The manifest's "build" object: the resolved config without runtime-only fields.
 
-    Leaving out the output path, work directory, device and worker count keeps the same
+    Leaving out the output path, work directory, teacher cache, device and worker count keeps the same
     command byte-identical wherever it writes; every field that changes the content stays.
     """
     out = {k: v for k, v in build_dict.items() if k not in RUNTIME_FIELDS}

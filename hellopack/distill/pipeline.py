@@ -162,9 +162,21 @@ class _Build(CropStages):
         specs = resolve_specs(self.cfg.teachers, self.cfg.teachers_dir)
         ids = self._shared([file_identity(s) for s in specs] if self.info.is_main else None)
         key = TeachersInputs(specs=ids).key(scan_key)
+        self.teachers_key = key  # names them in the --teacher-cache (load_teachers)
         if self.info.is_main and self.wd.done("teachers", key) is None:
             self.wd.mark("teachers", key, {"specs": specs, "files": ids})
         return specs, key
+
+    def load_teachers(self, specs: list[str], full: Any, size: int) -> torch.nn.Module:
+        """The weak-teacher ensemble; behind the --teacher-cache when one is given (same logits, bit for bit)."""
+        from hellopack.distill.teachers import load_ensemble
+
+        teachers = load_ensemble(specs, len(full.classes), size, full.mean, full.std, self.device, self.mf)
+        if self.cfg.teacher_cache is None:
+            return teachers
+        from hellopack.distill.teacher_cache import CachedTeachers
+
+        return CachedTeachers(teachers, f"{self.teachers_key}|{self.mf}", self.cfg.teacher_cache, len(full.classes))
 
     def projector(self, splits: Splits) -> _Projector:
         from hellopack.models.base import load_base
@@ -196,7 +208,6 @@ class _Build(CropStages):
     def fit(self, proj: _Projector, splits: Splits, scan: dict[str, Any], specs: list[str], size: int,
             key: str) -> dict[str, Any] | None:
         from hellopack.distill.fit import FitParams, Numerics, fidelity, fit_projector, steps_per_epoch
-        from hellopack.distill.teachers import load_ensemble
         from hellopack.data import Shard, make_loader
 
         cfg, info = self.cfg, self.info
@@ -209,7 +220,7 @@ class _Build(CropStages):
             return done.get("fidelity")
 
         full = splits.full
-        teachers = load_ensemble(specs, len(full.classes), size, full.mean, full.std, self.device, self.mf)
+        teachers = self.load_teachers(specs, full, size)
         n = splits.train_count() or min(scan["train_images"], cfg.max_images or scan["train_images"])
         params = FitParams(epochs=cfg.fit_epochs, lr=cfg.fit_lr, weight_decay=cfg.fit_weight_decay,
                            batch_size=cfg.fit_batch_size, lam=cfg.lam, checkpoint_every=cfg.fit_checkpoint_every,
@@ -248,7 +259,6 @@ class _Build(CropStages):
         """Optional: continue the LoRA fit on the archive's own training views; returns the new fidelity."""
         from hellopack.distill.fit import Numerics, fidelity
         from hellopack.distill.refine import RefineParams, refine_projector
-        from hellopack.distill.teachers import load_ensemble
         from hellopack.data import make_loader
         from hellopack.train.augment import AugmentConfig
 
@@ -277,7 +287,7 @@ class _Build(CropStages):
             self.rep.info(f"refine: done earlier, reusing the {which} projector")
             return done["fidelity"]
         full = splits.full
-        teachers = load_ensemble(specs, len(full.classes), size, full.mean, full.std, self.device, self.mf)
+        teachers = self.load_teachers(specs, full, size)
         result = refine_projector(proj.model, teachers, images, images.labels, aug, params, self.device, self.rep)
         # the factors the archive will hold: refined, or the fitted ones the refine restored
         tensors = {k: v.cpu().contiguous() for k, v in proj.model.lora_state_dict().items()}

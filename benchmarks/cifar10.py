@@ -515,6 +515,9 @@ def stage_build(ctx: Ctx, teacher: dict, base_kind: str, weights: str | None, ba
                           fit_epochs=fit_epochs, fit_lr=fit_lr, fit_batch_size=batch, n_real=n_real,
                           m_crops=m_crops, refine_steps=refine_steps, refine_lr=REFINE_LR if refine_steps else None,
                           observer=observer, seed=0, device="cpu",
+                          # the teachers' logits by batch content: the sweep's fits and fidelity, and every
+                          # build's held-out images, see the same batches (changes no archive byte)
+                          teacher_cache=str(ctx.cache.root / "teacher-logits"),
                           **({"image_format": image_format, "image_quality": CODEC_QUALITY} if image_format else {}),
                           **(extra or {}))
         t0 = time.perf_counter()

@@ -209,10 +209,13 @@ def kept_epochs(plan: Plan) -> list[int]:
     return TeachConfig(recipe="cifar10", out="-", epochs=plan.teach_epochs, keep_every=plan.keep_every).kept_epochs()
 
 
-def sweep_points_for(plan: Plan, cap: int) -> list[tuple[int, int]]:
-    """(encoder rank, head rank) points: encoder ranks at the capped head rank, head ranks at encoder 8."""
+def sweep_points_for(plan: Plan, cap: int, encoder_cap: int | None = None) -> list[tuple[int, int]]:
+    """(encoder rank, head rank) points: encoder ranks at the capped head rank, head ranks at encoder 8.
+    ``encoder_cap``: the base's largest encoder rank (an archive's rank cannot exceed its smallest layer's
+    smaller side: 8 on hellopack-tiny-rn, whose stem has 8 outputs), so rank 16 is no point there."""
     heads = sorted({min(r, cap) for r in plan.head_ranks})
-    points = [(r, cap) for r in plan.encoder_ranks] + [(8, h) for h in heads]
+    encoders = sorted({min(r, encoder_cap or r) for r in plan.encoder_ranks})
+    points = [(r, cap) for r in encoders] + [(min(8, encoder_cap or 8), h) for h in heads]
     return list(dict.fromkeys(points))
 
 
@@ -420,6 +423,21 @@ def _base_identity(name: str, clip_tag: str | None, clip_weights: str | None) ->
     return {"name": base.name, "pretrained": base.pretrained, "custom": base.custom, "fingerprint": base.fingerprint,
             "bytes": base.bytes, "embed_dim": base.embed_dim, "image_size": base.image_size,
             "weights": clip_weights, "kind": "given weights" if clip_weights else "random init"}
+
+
+def encoder_cap(kind: str, ctx: Ctx) -> int:
+    """The largest encoder rank of a base kind (hellopack.models.lora.max_encoder_rank)."""
+    name = SWEEP_BASES.get(kind, ctx.base)
+    return _encoder_cap(name, None if kind in SWEEP_BASES else ctx.clip_tag,
+                        None if kind in SWEEP_BASES else ctx.clip_weights)
+
+
+@functools.lru_cache(maxsize=None)
+def _encoder_cap(name: str, clip_tag: str | None, clip_weights: str | None) -> int:
+    from hellopack.models.base import load_base
+    from hellopack.models.lora import max_encoder_rank
+
+    return max_encoder_rank(load_base(name, clip_tag, clip_weights).model.visual)
 
 
 def probe_sources(ctx: Ctx):
@@ -718,7 +736,8 @@ def run_sweep(ctx: Ctx, teacher: dict, bases: list[tuple[str, str | None, str]],
     sweep = []
     for base in bases:
         kind = base[0]
-        for re_, rh in sweep_points_for(plan, cap):  # cap: min(classes, embed_dim) of the main base
+        # cap: min(classes, embed_dim) of the main base; the encoder ranks this base's layers allow
+        for re_, rh in sweep_points_for(plan, cap, encoder_cap(kind, ctx)):
             main = (lambda k=kind: archives[(k, plan.ipcs[0])]) if (kind, plan.ipcs[0]) in archives else None
             a = sweep_point(ctx, teacher, base, re_, rh, cap, main)
             f = a["fidelity"]

@@ -35,11 +35,11 @@ def jobs(bench: ModuleType, ctx) -> list[tuple[str, Callable[[], object]]]:
     cap = bench.head_cap(ctx)
     for kind in ("given", "simclr") if ctx.pretrain else ("given",):
         main = (lambda k=kind: bench.main_archive(ctx, k, plan.ipcs[0]))
-        for re_, rh in bench.sweep_points_for(plan, cap):
+        for re_, rh in bench.sweep_points_for(plan, cap, bench.encoder_cap(kind, ctx)):
             out.append((f"sweep {kind} {re_}/{rh}", lambda k=kind, r=re_, h=rh, m=main:
                         bench.sweep_point(ctx, bench.stage_teacher(ctx), bench.base_of(ctx, k), r, h, cap, m)))
     for base in bench.sweep_extra(ctx):
-        for re_, rh in bench.sweep_points_for(plan, cap):
+        for re_, rh in bench.sweep_points_for(plan, cap, bench.encoder_cap(base[0], ctx)):
             out.append((f"sweep {base[0]} {re_}/{rh}", lambda b=base, r=re_, h=rh:
                         bench.sweep_point(ctx, bench.stage_teacher(ctx), b, r, h, cap, None)))
     # the longest student runs first, so the last minutes are not one long run beside an idle worker

@@ -232,6 +232,23 @@ def target_shape(m: nn.Module) -> tuple[str, int, int, tuple[int, int] | None]:
     return "linear", m.in_features, m.out_features, (1, 1)
 
 
+def _fans(m: nn.Module) -> tuple[str, int, int]:
+    kind, fan_in, fan_out, kernel = target_shape(m)
+    return kind, fan_in * kernel[0] * kernel[1] if kernel else fan_in, fan_out
+
+
+def max_rank(m: nn.Module) -> int:
+    """The largest rank an archive allows on ``m``: its smaller side (spec: rank <= min(fan in, fan out)).
+    Format 1.x has one encoder rank, so a base's encoder rank is capped by its smallest layer."""
+    _, fan_in, fan_out = _fans(m)
+    return min(fan_in, fan_out)
+
+
+def max_encoder_rank(module: nn.Module) -> int:
+    """The largest encoder rank ``inject_lora`` accepts on ``module`` (e.g. 8 on hellopack-tiny-rn: its stem)."""
+    return min(max_rank(m) for _, m in lora_targets(module))
+
+
 def _wrap(child: nn.Module, rank: int, alpha: float | None) -> _LoRABase:
     if isinstance(child, nn.Conv2d):
         return LoRAConv2d(child, rank, alpha)
@@ -254,6 +271,12 @@ def inject_lora(module: nn.Module, rank: int, alpha: float | None = None, prefix
     targets = lora_targets(module)
     if not targets:
         raise HellopackError("no groups=1 Conv2d layer or transformer block found to put LoRA on")
+    smallest = min(targets, key=lambda t: max_rank(t[1]))
+    if rank > max_rank(smallest[1]):
+        _, fan_in, fan_out = _fans(smallest[1])
+        raise HellopackError(f"LoRA rank {rank} is above layer '{smallest[0]}' of this base ({fan_in} inputs, "
+                             f"{fan_out} outputs): an archive's encoder rank must be at most "
+                             f"{max_rank(smallest[1])}; pass --rank-encoder {max_rank(smallest[1])} or less")
     module.requires_grad_(False)
     # module order, so A's random initialisation draws in the order it always has
     for path, child in targets:

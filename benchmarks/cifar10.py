@@ -843,6 +843,17 @@ def _recipe_text(res: dict) -> str:
             "(hard rows: CE), CutMix, flip, and at factor 1 no crop (RDED's scale (1/factor, 1)).")
 
 
+def _run_text(r: dict, m: dict) -> str:
+    """One invocation: its stages, wall time, and the load average it found (the idleness it ran in)."""
+    own = r.get("workers", 1) > 1  # at its end the load average counts its own workers
+    end = (f" and {r['load_end']:.1f} at its end{' (its own workers included)' if own else ''}"
+           if r.get("load_end") is not None else "")
+    busy = r["load_start"] > 0.75 * m["cpus"] or (not own and (r.get("load_end") or 0) > 0.75 * m["cpus"])
+    return (f"Run started {r['started']}: {r['stages_run']} stages in {r['wall_seconds'] / 60:.1f} min, load average "
+            f"{r['load_start']:.1f} at its start{end}{' (other jobs shared the cores)' if busy else ''}"
+            f"{'; ' + r['note'] if r.get('note') else ''}.")
+
+
 def markdown(res: dict) -> str:
     plan, m = res["plan"], res["machine"]
     simclr_lr = f" (SimCLR base: lr {res['simclr_fit_lr']})" if res["bases"].get("simclr") else ""
@@ -852,12 +863,12 @@ def markdown(res: dict) -> str:
              + (f"{m['workers']} worker processes of 1 thread each" if m.get("workers", 1) > 1
                 else f"{m['threads']} threads")
              + (f", every stage under {m['autocast']} autocast" if m.get("autocast") == "bf16" else "")
-             + f". The stages took {res['stage_seconds'] / 60:.1f} min in total when they ran; the "
+             + f". The stages took {res['stage_seconds'] / 60:.1f} min in total when they ran"
+             + (" (summed over the workers, which ran side by side)" if m.get("workers", 1) > 1 else "") + "; the "
              f"estimate for an idle machine is {res['estimate_seconds'] / 60:.0f} min. "
-             + " ".join(f"Run started {r['started']}: {r['stages_run']} stages in {r['wall_seconds'] / 60:.1f} min, "
-                        f"load average {r['load_start']:.1f} at its start and {r['load_end']:.1f} at its end"
-                        f"{' (other jobs shared the cores)' if max(r['load_start'], r['load_end']) > 0.75 * m['cpus'] else ''}."
-                        for r in res["runs"]),
+             + " ".join(_run_text(r, m) for r in res["runs"])
+             + (f" From scratch: {sum(r['wall_seconds'] for r in res['runs']) / 60:.1f} min of wall time over these "
+                f"{len(res['runs'])} invocations." if len(res["runs"]) > 1 else ""),
              "", f"Data: `{res['data']}` ({res['train_images']:,} training images"
              f"{', its first training shard' if plan['train_shards'] else ''}; every accuracy and fidelity below is "
              "on the 10,000 CIFAR-10 test images, which nothing trains on).", ""]

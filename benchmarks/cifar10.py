@@ -1068,7 +1068,6 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, students={k: (e, args.seeds, r) for k, (e, _, r) in plan.students.items()})
     pretrain = not args.no_pretrain
     fit_lr = args.fit_lr if args.fit_lr is not None else (1e-3 if args.clip_weights else 0.01)
-    os.environ[AUTOCAST_ENV] = args.autocast  # every stage, and the workers, read it (hellopack.precision)
     workers = 1 if args.sweep_only or args.worker_id else (args.workers or usable_cpus())
     if args.threads is None:
         args.threads = 1 if args.worker_id else usable_cpus()
@@ -1106,6 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {why}; pass --data DIR (WebDataset shards train-*.tar, test-*.tar)")
         return 0
 
+    os.environ[AUTOCAST_ENV] = args.autocast  # every stage, and the workers, read it (hellopack.precision)
     t0, wall_start = time.perf_counter(), time.time()
     started = time.strftime("%Y-%m-%d %H:%M")
     load_start = os.getloadavg()[0]

@@ -644,6 +644,8 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
                                       out_dir=t / "demo"),
     "threads-negative": lambda k, t: Case(["--threads", "-2", "demo", "--out", str(t / "demo")],
                                           {"out": str(t / "demo")}, out_dir=t / "demo"),
+    "autocast-unknown": lambda k, t: Case(["--autocast", "fp8", "demo", "--out", str(t / "demo")],
+                                          {"out": str(t / "demo")}, out_dir=t / "demo"),
     # outputs
     "output-folder-missing": _missing_out_folder,
     "unwritable-output": lambda k, t: _unwritable(k, t, "build"),

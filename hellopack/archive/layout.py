@@ -55,6 +55,13 @@ class LoraTarget:
         a, b = self.shapes()
         return _numel(a) + _numel(b)
 
+    @property
+    def fans(self) -> tuple[int, int]:
+        """(fan in, fan out): in * kh * kw and out. A rank above the smaller one adds parameters, not
+        expressiveness, and a reader refuses it (spec section 5.1)."""
+        a, b = self.shapes()
+        return _numel(a) // self.rank, _numel(b) // self.rank
+
     def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The shapes of ``lora_A`` and ``lora_B`` (spec/FORMAT.md 3.3); the kernel_size of a linear
         or mha_in_proj target plays no part."""

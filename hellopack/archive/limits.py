@@ -43,8 +43,7 @@ def check_manifest_budgets(m: Mapping[str, Any], layout: Any) -> None:
     _check(images["count"] <= MAX_IMAGE_COUNT, "manifest",
            f"key 'images.count' is {images['count']}, over the {MAX_IMAGE_COUNT}-image limit")
     for i, t in enumerate(layout.targets):
-        a, b = t.shapes()
-        fan_in, fan_out = _numel(a) // t.rank, _numel(b) // t.rank
+        fan_in, fan_out = t.fans
         _check(t.rank <= min(fan_in, fan_out), "manifest",
                f"key 'lora.targets[{i}].rank' is {t.rank}, above min(inputs {fan_in}, outputs {fan_out}) of "
                "its layer; a LoRA rank cannot exceed the layer's smaller side")
@@ -52,9 +51,3 @@ def check_manifest_budgets(m: Mapping[str, Any], layout: Any) -> None:
     _check(n <= MAX_LORA_PARAMETERS, "manifest",
            f"lora.targets hold {n} LoRA numbers, over the {MAX_LORA_PARAMETERS}-number limit")
 
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

@@ -17,6 +17,7 @@ from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 from torch.func import functional_call
 
+from hellopack.archive.layout import LoraTarget
 from hellopack.errors import HellopackError
 
 
@@ -232,16 +233,16 @@ def target_shape(m: nn.Module) -> tuple[str, int, int, tuple[int, int] | None]:
     return "linear", m.in_features, m.out_features, (1, 1)
 
 
-def _fans(m: nn.Module) -> tuple[str, int, int]:
+def _fans(m: nn.Module) -> tuple[int, int]:
+    """(fan in, fan out) of ``m`` as the archive's reader counts them (LoraTarget.fans)."""
     kind, fan_in, fan_out, kernel = target_shape(m)
-    return kind, fan_in * kernel[0] * kernel[1] if kernel else fan_in, fan_out
+    return LoraTarget("", kind, 1, 1.0, fan_in, fan_out, kernel).fans
 
 
 def max_rank(m: nn.Module) -> int:
     """The largest rank an archive allows on ``m``: its smaller side (spec: rank <= min(fan in, fan out)).
     Format 1.x has one encoder rank, so a base's encoder rank is capped by its smallest layer."""
-    _, fan_in, fan_out = _fans(m)
-    return min(fan_in, fan_out)
+    return min(_fans(m))
 
 
 def max_encoder_rank(module: nn.Module) -> int:
@@ -273,7 +274,7 @@ def inject_lora(module: nn.Module, rank: int, alpha: float | None = None, prefix
         raise HellopackError("no groups=1 Conv2d layer or transformer block found to put LoRA on")
     smallest = min(targets, key=lambda t: max_rank(t[1]))
     if rank > max_rank(smallest[1]):
-        _, fan_in, fan_out = _fans(smallest[1])
+        fan_in, fan_out = _fans(smallest[1])
         raise HellopackError(f"LoRA rank {rank} is above layer '{smallest[0]}' of this base ({fan_in} inputs, "
                              f"{fan_out} outputs): an archive's encoder rank must be at most "
                              f"{max_rank(smallest[1])}; pass --rank-encoder {max_rank(smallest[1])} or less")

@@ -10,7 +10,7 @@ from typer.core import TyperCommand, TyperGroup
 
 import hellopack
 from hellopack.errors import HellopackError
-from hellopack.precision import AUTOCAST_ENV, AUTOCAST_MODES, autocast_mode
+from hellopack.precision import AUTOCAST_ENV, AUTOCAST_MODES, parse_mode
 from hellopack.threads import ThreadSettings, apply_threads, prepare_process
 
 from . import build_cmd, continual_cmd, demo_cmd, inspect_cmd, labels_cmd, pretrain_cmd, rank_cmd, teach_cmd, train_cmd
@@ -80,11 +80,11 @@ def _root(
              "faster on CPUs with bf16 instructions), off (fp32 everywhere) \\[auto]."),
 ) -> None:
     if autocast is not None:  # through the environment: DataLoader workers and child processes follow it
-        os.environ[AUTOCAST_ENV] = autocast
         try:
-            autocast_mode()
+            parse_mode(autocast)
         except HellopackError as e:
             raise fail(str(e)) from None
+        os.environ[AUTOCAST_ENV] = autocast
     if threads is not None:
         try:
             apply_threads(threads)

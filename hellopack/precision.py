@@ -18,7 +18,11 @@ AUTOCAST_MODES = ("auto", "bf16", "off")
 
 def autocast_mode() -> str:
     """auto, bf16 or off, from HELLOPACK_AUTOCAST (unset or empty: auto)."""
-    raw = os.environ.get(AUTOCAST_ENV, "")
+    return parse_mode(os.environ.get(AUTOCAST_ENV, ""))
+
+
+def parse_mode(raw: str) -> str:
+    """``raw`` as a mode (empty: auto), or the one-line refusal naming the choices."""
     mode = raw.strip().lower() or "auto"
     if mode not in AUTOCAST_MODES:
         raise HellopackError(f"--autocast ({AUTOCAST_ENV}) {raw!r} is not one of {', '.join(AUTOCAST_MODES)}; "

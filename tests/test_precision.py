@@ -47,5 +47,6 @@ def test_the_root_option_sets_it_for_the_command_and_refuses_bad_values(monkeypa
     assert bad.exit_code == 2
     assert "hellopack: error: --autocast (HELLOPACK_AUTOCAST) 'fp8' is not one of auto, bf16, off; pass one of them" \
         in bad.output
+    assert autocast_mode() == "auto"  # a refused value is not written into the environment
     runner.invoke(app, ["--autocast", "bf16", "inspect", str(tmp_path / "a.hellopack")])
     assert autocast_mode() == "bf16"  # the command (and its child processes) see it in the environment
